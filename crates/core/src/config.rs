@@ -1,0 +1,398 @@
+//! Layered configuration.
+//!
+//! Sources, later ones winning: built-in defaults ([`Config::default`]) → a
+//! TOML file (`--config`, see `deploy/watchnext.example.toml`) →
+//! environment variables `WATCHNEXT__SECTION__KEY` (e.g.
+//! `WATCHNEXT__SERVER__LISTEN=0.0.0.0:50051`) → command-line flags.
+//!
+//! Unknown keys are rejected (a typo must not be silently ignored), and
+//! [`Config::validate`] checks what types alone cannot; every error names the
+//! key and says what is accepted.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// The prefix of configuration environment variables; `__` separates levels.
+pub const ENV_PREFIX: &str = "WATCHNEXT__";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A value has the right type but is not acceptable.
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+/// The whole configuration of a `watchnext` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub onnx: OnnxConfig,
+    pub recommender: RecommenderConfig,
+    pub generators: GeneratorsConfig,
+    pub data: DataConfig,
+    pub endpoints: EndpointsConfig,
+}
+
+/// The gRPC and metrics listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC listen address; port 0 picks a free port (logged at start-up).
+    pub listen: String,
+    /// Prometheus `/metrics` listen address; empty disables the endpoint.
+    pub metrics_listen: String,
+    /// What this process serves.
+    pub role: Role,
+    /// How long a SIGTERM waits for in-flight requests before exiting.
+    pub shutdown_grace_seconds: u64,
+    /// Requests handled at once; beyond it calls get RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+    /// Largest accepted gRPC message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
+            role: Role::All,
+            shutdown_grace_seconds: 30,
+            max_concurrent_requests: 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,watchnext_ranker=debug`;
+    /// `RUST_LOG` overrides it when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Human-readable text or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The operator API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token every Admin call must present. Empty disables the Admin
+    /// service: every call is then refused as UNAUTHENTICATED.
+    pub token: String,
+}
+
+/// ONNX Runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnnxConfig {
+    /// Path of `libonnxruntime.so`; empty: `ORT_DYLIB_PATH`, then the copy
+    /// `scripts/setup.sh` unpacks under `.ort/`.
+    pub library_path: String,
+    pub execution_provider: ExecutionProviderKind,
+    /// GPU ordinal for `cuda` / `tensorrt`.
+    pub device_id: i32,
+    /// Threads one inference may use. Keep it low: the rest of the service
+    /// needs CPU too, and requests run concurrently on separate sessions.
+    pub intra_op_threads: usize,
+    /// Whether idle ONNX Runtime threads spin; spinning burns CPU that the
+    /// rest of the process needs, so it is off by default.
+    pub spinning: bool,
+}
+
+impl Default for OnnxConfig {
+    fn default() -> Self {
+        Self {
+            library_path: String::new(),
+            execution_provider: ExecutionProviderKind::Cpu,
+            device_id: 0,
+            intra_op_threads: 1,
+            spinning: false,
+        }
+    }
+}
+
+/// Which hardware runs the models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderKind {
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl ExecutionProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionProviderKind::Cpu => "cpu",
+            ExecutionProviderKind::Cuda => "cuda",
+            ExecutionProviderKind::Tensorrt => "tensorrt",
+        }
+    }
+}
+
+/// The front door.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecommenderConfig {
+    /// Largest `num_results` a client may ask for.
+    pub max_results: u32,
+    /// Most merged candidates sent to the ranker per request.
+    pub max_candidates: u32,
+}
+
+impl Default for RecommenderConfig {
+    fn default() -> Self {
+        Self { max_results: 100, max_candidates: 500 }
+    }
+}
+
+/// The candidate generators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorsConfig {
+    /// Largest `max_candidates` a client may ask one generator for.
+    pub max_candidates: u32,
+}
+
+impl Default for GeneratorsConfig {
+    fn default() -> Self {
+        Self { max_candidates: 2_000 }
+    }
+}
+
+/// Where state lives on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Root folder of the feedback log, models, indexes and snapshots.
+    pub dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("var") }
+    }
+}
+
+/// Where a split deployment finds the other roles (`http://host:port`).
+/// Empty means "in this process" (only valid with `server.role = "all"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    pub ranker: String,
+    pub topic: String,
+    pub cowatch: String,
+    pub sequence: String,
+    pub context: String,
+    pub feedback: String,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `WATCHNEXT__…` variables
+    /// from the process environment, then `overrides` (flag values as
+    /// `("section.key", value)`), and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, Env::prefixed(ENV_PREFIX).split("__"), overrides)
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(env);
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("server.listen", &self.server.listen)?;
+        if !self.server.metrics_listen.is_empty() {
+            parse_addr("server.metrics_listen", &self.server.metrics_listen)?;
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return Err(invalid("server.max_concurrent_requests", "must be at least 1"));
+        }
+        if self.server.max_message_bytes < 64 * 1024 {
+            return Err(invalid("server.max_message_bytes", "must be at least 65536"));
+        }
+        if !(1..=10_000).contains(&self.recommender.max_results) {
+            return Err(invalid("recommender.max_results", "must be between 1 and 10000"));
+        }
+        if self.recommender.max_candidates < self.recommender.max_results {
+            return Err(invalid(
+                "recommender.max_candidates",
+                format!("must be at least recommender.max_results ({})", self.recommender.max_results),
+            ));
+        }
+        if !(1..=100_000).contains(&self.generators.max_candidates) {
+            return Err(invalid("generators.max_candidates", "must be between 1 and 100000"));
+        }
+        if !(1..=64).contains(&self.onnx.intra_op_threads) {
+            return Err(invalid("onnx.intra_op_threads", "must be between 1 and 64"));
+        }
+        if self.onnx.device_id < 0 {
+            return Err(invalid("onnx.device_id", "must be >= 0"));
+        }
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(invalid("data.dir", "must not be empty"));
+        }
+        let endpoints = [
+            ("endpoints.ranker", &self.endpoints.ranker),
+            ("endpoints.topic", &self.endpoints.topic),
+            ("endpoints.cowatch", &self.endpoints.cowatch),
+            ("endpoints.sequence", &self.endpoints.sequence),
+            ("endpoints.context", &self.endpoints.context),
+            ("endpoints.feedback", &self.endpoints.feedback),
+        ];
+        for (key, value) in endpoints {
+            if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(invalid(key, format!("`{value}` must be a URL such as http://ranker:50051")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The gRPC listen address (validated).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_addr("server.listen", &self.server.listen)
+    }
+
+    /// The metrics listen address, or `None` when disabled (validated).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.server.metrics_listen.is_empty() {
+            Ok(None)
+        } else {
+            parse_addr("server.metrics_listen", &self.server.metrics_listen).map(Some)
+        }
+    }
+}
+
+fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| invalid(key, format!("`{value}` is not an address such as 127.0.0.1:50051")))
+}
+
+/// Figment's errors carry the key path; render them as "key `a.b`: problem".
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            if key.is_empty() { format!("{}{source}", e.kind) } else { format!("key `{key}`: {}{source}", e.kind) }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Env {
+        Env::prefixed("WATCHNEXT_TEST_UNSET_PREFIX__").split("__")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load_with_env(None, no_env(), &[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.role, Role::All);
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("watchnext.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:6000\"\nrole = \"ranker\"\n[recommender]\nmax_results = 50\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WATCHNEXT__SERVER__LISTEN", "127.0.0.1:7000");
+            jail.set_env("WATCHNEXT__ADMIN__TOKEN", "s3cret");
+            let config = Config::load(Some(&file), &[]).expect("loads");
+            assert_eq!(config.server.listen, "127.0.0.1:7000", "env beats file");
+            assert_eq!(config.server.role, Role::Ranker, "file beats defaults");
+            assert_eq!(config.recommender.max_results, 50);
+            assert_eq!(config.admin.token, "s3cret");
+            let config = Config::load(Some(&file), &[("server.listen", "127.0.0.1:8000".into())]).expect("loads");
+            assert_eq!(config.server.listen, "127.0.0.1:8000", "flags beat env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[server]\nlistn = \"x\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("listn"), "unknown key is reported: {err}");
+
+        std::fs::write(&file, "[onnx]\nexecution_provider = \"tpu\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("onnx.execution_provider") && err.contains("tpu"), "{err}");
+
+        let err = Config::load_with_env(None, no_env(), &[("server.listen", "nowhere".into())]).unwrap_err();
+        assert!(err.to_string().contains("server.listen"), "{err}");
+
+        let err = Config::load_with_env(None, no_env(), &[("recommender.max_results", "0".into())]).unwrap_err();
+        assert!(err.to_string().contains("recommender.max_results"), "{err}");
+
+        let err = Config::load_with_env(Some(&dir.path().join("missing.toml")), no_env(), &[]).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_in_deploy_parses() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/watchnext.example.toml");
+        let config = Config::load_with_env(Some(&example), no_env(), &[]).unwrap();
+        assert_eq!(config.server.role, Role::All);
+    }
+}
