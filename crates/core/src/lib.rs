@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod ids;
 pub mod request;
 pub mod role;
