@@ -50,6 +50,8 @@ pub struct Config {
     pub onnx: OnnxConfig,
     pub recommender: RecommenderConfig,
     pub generators: GeneratorsConfig,
+    pub ranker: RankerConfig,
+    pub feedback: FeedbackConfig,
     pub data: DataConfig,
     pub endpoints: EndpointsConfig,
 }
@@ -197,6 +199,34 @@ impl Default for GeneratorsConfig {
     }
 }
 
+/// The ranking model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankerConfig {
+    /// Most candidates one Rank call may carry.
+    pub max_candidates: u32,
+}
+
+impl Default for RankerConfig {
+    fn default() -> Self {
+        Self { max_candidates: 2_000 }
+    }
+}
+
+/// Feedback ingestion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Most events one Record call may carry.
+    pub max_batch_events: u32,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self { max_batch_events: 10_000 }
+    }
+}
+
 /// Where state lives on disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -272,6 +302,18 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.generators.max_candidates) {
             return Err(invalid("generators.max_candidates", "must be between 1 and 100000"));
+        }
+        if !(1..=100_000).contains(&self.ranker.max_candidates) {
+            return Err(invalid("ranker.max_candidates", "must be between 1 and 100000"));
+        }
+        if self.ranker.max_candidates < self.recommender.max_candidates {
+            return Err(invalid(
+                "ranker.max_candidates",
+                format!("must be at least recommender.max_candidates ({})", self.recommender.max_candidates),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.feedback.max_batch_events) {
+            return Err(invalid("feedback.max_batch_events", "must be between 1 and 1000000"));
         }
         if !(1..=64).contains(&self.onnx.intra_op_threads) {
             return Err(invalid("onnx.intra_op_threads", "must be between 1 and 64"));

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod feedback;
 pub mod fsutil;
 pub mod ids;
 pub mod request;

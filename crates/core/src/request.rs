@@ -286,3 +286,48 @@ mod tests {
         assert_eq!(ctx.local_hour(), 23);
     }
 }
+
+/// A candidate sent to the ranker, with the generators that proposed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankCandidate {
+    pub video: VideoId,
+    /// `(source, source score)` for every generator that proposed it.
+    pub sources: Vec<(pb::CandidateSource, f32)>,
+}
+
+impl Query {
+    /// Validates a Rank request; returns the query and its candidates
+    /// (`1..=max_candidates` of them).
+    pub fn from_rank(
+        req: &pb::RankRequest,
+        max_candidates: u32,
+        now_ms: i64,
+    ) -> Result<(Self, Vec<RankCandidate>), InvalidRequest> {
+        let query = Self {
+            request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
+            user: UserId::parse("user_id", &req.user_id)?,
+            query_video: VideoId::parse("query_video_id", &req.query_video_id)?,
+            device: Device::from_proto("device", req.device)?,
+            history: History::from_proto("recent_history", &req.recent_history)?,
+            context: RequestContext::from_proto(req.context.as_ref(), now_ms)?,
+        };
+        let n = u32::try_from(req.candidates.len()).unwrap_or(u32::MAX);
+        check_count("candidates (count)", n, max_candidates)?;
+        let mut candidates = Vec::with_capacity(req.candidates.len());
+        for (i, c) in req.candidates.iter().enumerate() {
+            let video = VideoId::parse(&format!("candidates[{i}].video_id"), &c.video_id)?;
+            let mut sources = Vec::with_capacity(c.sources.len());
+            for (j, p) in c.sources.iter().enumerate() {
+                let source = pb::CandidateSource::try_from(p.source).map_err(|_| {
+                    InvalidRequest::new(format!("candidates[{i}].sources[{j}].source"), "unknown candidate source")
+                })?;
+                if !p.score.is_finite() {
+                    return Err(InvalidRequest::new(format!("candidates[{i}].sources[{j}].score"), "must be finite"));
+                }
+                sources.push((source, p.score));
+            }
+            candidates.push(RankCandidate { video, sources });
+        }
+        Ok((query, candidates))
+    }
+}

@@ -1,0 +1,299 @@
+//! Builds and runs the gRPC server for one role.
+//!
+//! [`start`] binds the listeners (port 0 picks a free one; the bound
+//! addresses are in [`Running`]), registers the role's services plus health,
+//! reflection (`v1` and `v1alpha`) and Admin, and serves until
+//! [`Running::shutdown`]: new connections stop being accepted, in-flight
+//! calls may finish for `server.shutdown_grace_seconds`, then the rest are
+//! cut.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    sync::{RwLock, oneshot},
+    task::JoinHandle,
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::RoutesBuilder, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use watchnext_core::{Config, Role};
+use watchnext_onnx::OnnxRuntime;
+use watchnext_proto::{
+    service_names,
+    v1::{
+        ServiceState, StatusResponse, admin_server::AdminServer, candidate_generator_server::CandidateGeneratorServer,
+        feedback_server::FeedbackServer, ranker_server::RankerServer, recommender_server::RecommenderServer,
+    },
+};
+
+use crate::{
+    grpc::{
+        admin::{AdminAuth, AdminService},
+        feedback::FeedbackService,
+        generator::GeneratorService,
+        ranker::RankerService,
+        recommender::RecommenderService,
+    },
+    middleware::RpcLayer,
+    telemetry,
+};
+
+/// What a process is and how its services are doing; Admin.Status reads it.
+#[derive(Debug)]
+pub struct ProcessInfo {
+    pub role: Role,
+    pub started: Instant,
+    /// The execution provider ONNX Runtime uses here ("" when this role runs no model).
+    pub execution_provider: String,
+    services: RwLock<Vec<ServiceState>>,
+    health: HealthReporter,
+}
+
+impl ProcessInfo {
+    /// Records a service's state in health checks and in Admin.Status.
+    pub async fn set_service(&self, service: &str, serving: bool, detail: &str) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.health.set_service_status(service, status).await;
+        let mut services = self.services.write().await;
+        let state = ServiceState { service: service.to_owned(), serving, detail: detail.to_owned() };
+        match services.iter_mut().find(|s| s.service == service) {
+            Some(existing) => *existing = state,
+            None => services.push(state),
+        }
+    }
+
+    /// Admin.Status's answer.
+    pub async fn status(&self) -> StatusResponse {
+        StatusResponse {
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            roles: vec![self.role.name().to_owned()],
+            uptime_seconds: self.started.elapsed().as_secs(),
+            services: self.services.read().await.clone(),
+            models: Vec::new(),
+            combiner_weights: Default::default(),
+            execution_provider: self.execution_provider.clone(),
+        }
+    }
+}
+
+/// A server that is running; drop it or call [`Running::shutdown`] to stop.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The bound metrics address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    pub info: Arc<ProcessInfo>,
+    grace: Duration,
+    shutdown: Option<oneshot::Sender<()>>,
+    metrics_shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    metrics: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight calls finish within the grace period,
+    /// then stops.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = self.metrics_shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(self.grace, &mut server).await {
+                Ok(joined) => joined.context("gRPC server task")?.context("gRPC server")?,
+                Err(_) => {
+                    tracing::warn!(grace_seconds = self.grace.as_secs(), "in-flight requests outlived the grace period");
+                    server.abort();
+                }
+            }
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.abort();
+        }
+        tracing::info!("server stopped");
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn until_signal(self) -> anyhow::Result<()> {
+        wait_for_signal().await;
+        tracing::info!(grace_seconds = self.grace.as_secs(), "shutting down: draining in-flight requests");
+        self.shutdown().await
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.abort();
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Loads ONNX Runtime for roles that run models, so that a missing library
+/// stops start-up with instructions instead of failing the first request.
+fn onnx_for(config: &Config) -> anyhow::Result<String> {
+    let role = config.server.role;
+    if !(role.includes(Role::Ranker) || role.includes(Role::Sequence)) {
+        return Ok(String::new());
+    }
+    let runtime = OnnxRuntime::init(&config.onnx)?;
+    tracing::info!(library = %runtime.library().display(), provider = config.onnx.execution_provider.name(), "ONNX Runtime ready");
+    Ok(config.onnx.execution_provider.name().to_owned())
+}
+
+/// Starts serving `config.server.role`.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate()?;
+    let role = config.server.role;
+    let execution_provider = onnx_for(&config)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let info = Arc::new(ProcessInfo {
+        role,
+        started: Instant::now(),
+        execution_provider,
+        services: RwLock::new(Vec::new()),
+        health,
+    });
+
+    let max_msg = config.server.max_message_bytes;
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health_service);
+    // Admin is in every process; its health is "serving" only with a token.
+    let admin = AdminServer::new(AdminService::new(info.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    routes.add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
+    let admin_detail = if config.admin.token.is_empty() { "disabled: no admin.token configured" } else { "" };
+    info.set_service(service_names::ADMIN, !config.admin.token.is_empty(), admin_detail).await;
+
+    if role.includes(Role::Recommender) {
+        routes.add_service(
+            RecommenderServer::new(RecommenderService::new(config.recommender.max_results))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        );
+        info.set_service(service_names::RECOMMENDER, false, "no candidate generators or ranking model in this build")
+            .await;
+    }
+    let generators: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
+    if !generators.is_empty() {
+        for g in &generators {
+            let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, g.name());
+            info.set_service(&name, false, "no index in this build").await;
+        }
+        info.set_service(service_names::CANDIDATE_GENERATOR, false, "no generator has an index in this build").await;
+        routes.add_service(
+            CandidateGeneratorServer::new(GeneratorService::new(generators, config.generators.max_candidates))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        );
+    }
+    if role.includes(Role::Ranker) {
+        routes.add_service(
+            RankerServer::new(RankerService::new(config.ranker.max_candidates))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        );
+        info.set_service(service_names::RANKER, false, "no ranking model loaded").await;
+    }
+    if role.includes(Role::Feedback) {
+        routes.add_service(
+            FeedbackServer::new(FeedbackService::new(config.feedback.max_batch_events))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        );
+        info.set_service(service_names::FEEDBACK, false, "no feedback log in this build").await;
+    }
+    // Reflection lists exactly the services this process serves.
+    let mut served = vec![
+        "grpc.health.v1.Health".to_owned(),
+        "grpc.reflection.v1.ServerReflection".to_owned(),
+        "grpc.reflection.v1alpha.ServerReflection".to_owned(),
+    ];
+    served.extend(info.services.read().await.iter().filter(|s| !s.service.contains('/')).map(|s| s.service.clone()));
+    let reflection = || {
+        served.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(watchnext_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |b, name| b.with_service_name(name.clone()),
+        )
+    };
+    routes.add_service(reflection().build_v1()?);
+    routes.add_service(reflection().build_v1alpha()?);
+
+    // The process itself is up: the empty service name reports SERVING.
+    info.health.set_service_status("", ServingStatus::Serving).await;
+
+    let listen = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding gRPC on {listen}"))?;
+    let addr = listener.local_addr()?;
+
+    let (metrics_addr, metrics, metrics_shutdown) = match config.metrics_addr()? {
+        Some(maddr) => {
+            let listener =
+                telemetry::bind_metrics(maddr).await.with_context(|| format!("binding metrics on {maddr}"))?;
+            let bound = listener.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(telemetry::serve_metrics(listener, async move {
+                let _ = rx.await;
+            }));
+            (Some(bound), Some(task), Some(tx))
+        }
+        None => (None, None, None),
+    };
+    telemetry::prometheus();
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .layer(RpcLayer::new(config.server.max_concurrent_requests))
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = rx.await;
+        });
+    let server = tokio::spawn(server);
+    tracing::info!(%addr, metrics = ?metrics_addr, role = role.name(), "watchnext serving");
+    Ok(Running {
+        addr,
+        metrics_addr,
+        info,
+        grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+        shutdown: Some(tx),
+        metrics_shutdown,
+        server: Some(server),
+        metrics,
+    })
+}

@@ -1,0 +1,144 @@
+//! The `watchnext` command line.
+//!
+//! ```text
+//! watchnext serve   [--role all|recommender|ranker|topic|cowatch|sequence|context|feedback]
+//! watchnext demo    the main job on the embedded default (all-in-one)
+//! watchnext health  [--addr URL]   health of every service of a running server
+//! ```
+//! Global flags (`--config`, `--listen`, ...) are the last configuration
+//! layer, above the file and `WATCHNEXT__…` variables.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use watchnext_core::{Config, Role};
+
+use crate::{app, health};
+
+#[derive(Debug, Parser)]
+#[command(name = "watchnext", version, about = "What to watch next: a multitask video recommendation pipeline")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Configuration flags shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (see deploy/watchnext.example.toml).
+    #[arg(long, global = true, env = "WATCHNEXT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (server.listen); port 0 picks a free port.
+    #[arg(long, global = true)]
+    pub listen: Option<String>,
+    /// Prometheus listen address (server.metrics_listen); "" disables it.
+    #[arg(long, global = true)]
+    pub metrics_listen: Option<String>,
+    /// Data folder (data.dir).
+    #[arg(long, global = true)]
+    pub data_dir: Option<String>,
+    /// text or json (log.format).
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    /// tracing filter, e.g. info or debug (log.level).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every role in one process (default) or one role.
+    Serve {
+        /// The role to serve (server.role).
+        #[arg(long)]
+        role: Option<Role>,
+    },
+    /// Run the main job on the embedded default: start the all-in-one server,
+    /// check every service over gRPC, and keep serving until Ctrl-C.
+    Demo,
+    /// Ask a running server for the health of each of its services.
+    Health {
+        /// The server's gRPC address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let flags = [
+            ("server.listen", &self.listen),
+            ("server.metrics_listen", &self.metrics_listen),
+            ("data.dir", &self.data_dir),
+            ("log.format", &self.log_format),
+            ("log.level", &self.log_level),
+        ];
+        for (key, value) in flags {
+            if let Some(v) = value {
+                out.push((key, v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Loads the layered configuration with these flags on top.
+    pub fn load(&self, extra: &[(&'static str, String)]) -> anyhow::Result<Config> {
+        let mut overrides = self.overrides();
+        overrides.extend(extra.iter().cloned());
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("watchnext-rt")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { role } => {
+                let extra: Vec<_> = role.map(|r| ("server.role", r.name().to_owned())).into_iter().collect();
+                let config = cli.global.load(&extra)?;
+                crate::telemetry::init_logging(&config.log);
+                let running = app::start(config).await?;
+                announce(&running);
+                running.until_signal().await
+            }
+            Command::Demo => {
+                let mut config = cli.global.load(&[("server.role", "all".to_owned())])?;
+                crate::telemetry::init_logging(&config.log);
+                if config.admin.token.is_empty() {
+                    // The demo is for trying things: give it a working Admin
+                    // with a one-off token rather than a disabled one.
+                    config.admin.token = uuid::Uuid::new_v4().simple().to_string();
+                    println!("Admin token for this run: {}", config.admin.token);
+                }
+                let running = app::start(config).await?;
+                announce(&running);
+                let report = health::check(&format!("http://{}", running.addr)).await?;
+                println!("{report}");
+                println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
+                println!("Try:  grpcurl -plaintext {} list", running.addr);
+                running.until_signal().await
+            }
+            Command::Health { addr } => {
+                let report = health::check(&addr).await?;
+                println!("{report}");
+                if report.process_serving { Ok(()) } else { anyhow::bail!("{addr} is not serving") }
+            }
+        }
+    })
+}
+
+/// One machine-readable line on stdout with the bound addresses, so scripts
+/// and tests that start the binary with port 0 can find it.
+fn announce(running: &app::Running) {
+    let metrics = running.metrics_addr.map(|a| a.to_string()).unwrap_or_default();
+    println!("watchnext listening grpc={} metrics={metrics}", running.addr);
+}

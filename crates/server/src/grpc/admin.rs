@@ -1,0 +1,157 @@
+//! `watchnext.v1.Admin`: operator controls, behind a bearer token.
+//!
+//! The token check is a tonic interceptor, so it runs before the request
+//! message is even decoded: a call without the right token learns nothing
+//! about the server.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use watchnext_core::InvalidRequest;
+use watchnext_proto::v1::{
+    ReloadModelRequest, ReloadModelResponse, SetCombinerWeightsRequest, SetCombinerWeightsResponse, StatusRequest,
+    StatusResponse, admin_server::Admin,
+};
+
+use crate::app::ProcessInfo;
+
+/// Checks `authorization: Bearer <token>` against the configured token.
+#[derive(Clone)]
+pub struct AdminAuth {
+    token: Arc<str>,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth").field("configured", &!self.token.is_empty()).finish()
+    }
+}
+
+impl AdminAuth {
+    pub fn new(token: &str) -> Self {
+        Self { token: token.into() }
+    }
+
+    fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        if self.token.is_empty() {
+            return Err(Status::unauthenticated(
+                "the Admin service is disabled: no admin token is configured (set admin.token or \
+                 WATCHNEXT__ADMIN__TOKEN)",
+            ));
+        }
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("Admin calls need the header `authorization: Bearer <admin token>`"))?;
+        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("the admin token presented is not the configured one"))
+        }
+    }
+}
+
+impl tonic::service::Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.check(request.metadata())?;
+        Ok(request)
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the Admin RPCs.
+#[derive(Debug)]
+pub struct AdminService {
+    info: Arc<ProcessInfo>,
+}
+
+impl AdminService {
+    pub fn new(info: Arc<ProcessInfo>) -> Self {
+        Self { info }
+    }
+}
+
+/// Checks per-task weights: finite and non-negative exponents.
+fn validate_weights(weights: &HashMap<String, f32>) -> Result<(), InvalidRequest> {
+    if weights.is_empty() {
+        return Err(InvalidRequest::new("weights", "is empty; give an exponent per task, e.g. {\"click\": 1.0}"));
+    }
+    for (task, w) in weights {
+        if task.is_empty() {
+            return Err(InvalidRequest::new("weights", "has an empty task name"));
+        }
+        if !w.is_finite() || *w < 0.0 {
+            return Err(InvalidRequest::new(format!("weights[{task}]"), format!("is {w}; must be finite and >= 0")));
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.info.status().await))
+    }
+
+    async fn reload_model(&self, request: Request<ReloadModelRequest>) -> Result<Response<ReloadModelResponse>, Status> {
+        let req = request.get_ref();
+        if req.rollback && !req.model_dir.is_empty() {
+            return Err(InvalidRequest::new("rollback", "cannot be combined with model_dir").into());
+        }
+        Err(super::missing(
+            "this process has no ranking model to reload or roll back: model loading is not part of this build yet",
+        ))
+    }
+
+    async fn set_combiner_weights(
+        &self,
+        request: Request<SetCombinerWeightsRequest>,
+    ) -> Result<Response<SetCombinerWeightsResponse>, Status> {
+        validate_weights(&request.get_ref().weights)?;
+        Err(super::missing("this process has no combiner yet: the combiner is not part of this build"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(value: Option<&str>) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        if let Some(v) = value {
+            m.insert("authorization", v.parse().expect("ascii"));
+        }
+        m
+    }
+
+    #[test]
+    fn only_the_configured_bearer_token_passes() {
+        let auth = AdminAuth::new("s3cret");
+        assert!(auth.check(&meta(Some("Bearer s3cret"))).is_ok());
+        for bad in [None, Some("Bearer nope"), Some("s3cret"), Some("Bearer s3cre"), Some("Basic s3cret")] {
+            let err = auth.check(&meta(bad)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+        let disabled = AdminAuth::new("");
+        let err = disabled.check(&meta(Some("Bearer "))).unwrap_err();
+        assert!(err.message().contains("disabled"), "{err}");
+    }
+
+    #[test]
+    fn weights_must_be_finite_non_negative() {
+        let ok = HashMap::from([("click".to_owned(), 1.0)]);
+        assert!(validate_weights(&ok).is_ok());
+        let bad = HashMap::from([("click".to_owned(), f32::NAN)]);
+        assert_eq!(validate_weights(&bad).unwrap_err().field, "weights[click]");
+        assert!(validate_weights(&HashMap::new()).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! The tower layer every gRPC call passes through.
+//!
+//! - **Load shedding.** At most `server.max_concurrent_requests` calls run at
+//!   once; one more is answered `RESOURCE_EXHAUSTED` at once instead of
+//!   queueing (a queue only turns overload into timeouts for everyone).
+//!   Health checks and reflection are never shed, so an overloaded pod is not
+//!   also declared dead by its liveness probe.
+//! - **Metrics.** `watchnext_grpc_requests_total{rpc, code}` and
+//!   `watchnext_grpc_request_duration_seconds{rpc}`. Every watchnext RPC is
+//!   unary, so the gRPC status of a failed call is in the response headers
+//!   (a "trailers-only" response) and a call without one succeeded.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+/// Metric names, shared with the tests and dashboards.
+pub const REQUESTS_TOTAL: &str = "watchnext_grpc_requests_total";
+pub const REQUEST_DURATION: &str = "watchnext_grpc_request_duration_seconds";
+
+/// Adds load shedding and per-RPC metrics.
+#[derive(Debug, Clone)]
+pub struct RpcLayer {
+    permits: Arc<Semaphore>,
+}
+
+impl RpcLayer {
+    pub fn new(max_concurrent: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max_concurrent)) }
+    }
+}
+
+impl<S> Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcService { inner, permits: self.permits.clone() }
+    }
+}
+
+/// See [`RpcLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcService<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+}
+
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+fn record(path: &str, code: tonic::Code, started: Instant) {
+    // Unknown paths would let any client create label values; fold them.
+    let rpc = if code == tonic::Code::Unimplemented { "unknown".to_owned() } else { path.to_owned() };
+    let code = format!("{code:?}");
+    metrics::counter!(REQUESTS_TOTAL, "rpc" => rpc.clone(), "code" => code).increment(1);
+    metrics::histogram!(REQUEST_DURATION, "rpc" => rpc).record(started.elapsed().as_secs_f64());
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let permit = if exempt(&path) { None } else { Some(self.permits.clone().try_acquire_owned()) };
+        // The ready service is the one polled; keep a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let _permit = match permit {
+                Some(Err(_)) => {
+                    record(&path, tonic::Code::ResourceExhausted, started);
+                    let status = tonic::Status::resource_exhausted(
+                        "server overloaded: too many requests in flight (server.max_concurrent_requests); retry \
+                         with backoff",
+                    );
+                    return Ok(status.into_http());
+                }
+                Some(Ok(permit)) => Some(permit),
+                None => None,
+            };
+            let response = inner.call(request).await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from);
+            record(&path, code, started);
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn req(path: &str) -> http::Request<()> {
+        http::Request::builder().uri(path).body(()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn sheds_calls_beyond_the_limit_but_never_health_checks() {
+        // Non-health calls wait at this gate until the test opens it.
+        let gate = Arc::new(Semaphore::new(0));
+        let inner_gate = gate.clone();
+        let inner = tower::service_fn(move |r: http::Request<()>| {
+            let gate = inner_gate.clone();
+            async move {
+                if !r.uri().path().starts_with("/grpc.health.") {
+                    let _ = gate.acquire().await.expect("gate open");
+                }
+                Ok::<_, Infallible>(http::Response::new(String::new()))
+            }
+        });
+        let mut svc = RpcLayer::new(1).layer(inner);
+
+        let first = tokio::spawn(svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")));
+        let shed = svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")).await.expect("response");
+        assert_eq!(shed.headers().get("grpc-status").map(|v| v.to_str().ok()), Some(Some("8")), "RESOURCE_EXHAUSTED");
+
+        let health = svc.ready().await.expect("ready").call(req("/grpc.health.v1.Health/Check")).await.expect("ok");
+        assert!(health.headers().get("grpc-status").is_none(), "health is never shed");
+
+        gate.add_permits(1);
+        let first = first.await.expect("join").expect("response");
+        assert!(first.headers().get("grpc-status").is_none());
+        // The permit came back: the next call runs.
+        gate.add_permits(1);
+        let again = svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")).await.expect("response");
+        assert!(again.headers().get("grpc-status").is_none());
+    }
+}

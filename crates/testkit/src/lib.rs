@@ -1,0 +1,115 @@
+//! Test helpers shared by every crate's integration tests: start a real
+//! watchnext server on `127.0.0.1:0` (a free loopback port), in this
+//! process, with its own temporary data folder, and talk to it with the real
+//! generated gRPC clients. Network tests only ever target loopback.
+
+use std::{net::SocketAddr, path::Path};
+
+use tonic::{Request, transport::Channel};
+use watchnext_core::Config;
+use watchnext_proto::v1::{
+    admin_client::AdminClient, candidate_generator_client::CandidateGeneratorClient, feedback_client::FeedbackClient,
+    ranker_client::RankerClient, recommender_client::RecommenderClient,
+};
+use watchnext_server::app::{self, Running};
+
+/// The admin token test servers use.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A configuration for tests: loopback ports chosen by the OS, a data folder
+/// under `data_dir`, a known admin token, quiet logs.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.metrics_listen = "127.0.0.1:0".into();
+    config.server.shutdown_grace_seconds = 5;
+    config.admin.token = ADMIN_TOKEN.into();
+    config.data.dir = data_dir.to_path_buf();
+    config.log.level = "warn".into();
+    config
+}
+
+/// A running in-process server and its temporary data folder.
+#[derive(Debug)]
+pub struct TestServer {
+    pub running: Running,
+    pub channel: Channel,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with [`test_config`] adjusted by `adjust`.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut config = test_config(data.path());
+        adjust(&mut config);
+        watchnext_server::telemetry::init_logging(&config.log);
+        let running = app::start(config).await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect().await?;
+        Ok(Self { running, channel, _data: data })
+    }
+
+    /// The all-in-one embedded default.
+    pub async fn all_in_one() -> anyhow::Result<Self> {
+        Self::start(|_| {}).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.metrics_addr
+    }
+
+    pub fn recommender(&self) -> RecommenderClient<Channel> {
+        RecommenderClient::new(self.channel.clone())
+    }
+
+    pub fn generator(&self) -> CandidateGeneratorClient<Channel> {
+        CandidateGeneratorClient::new(self.channel.clone())
+    }
+
+    pub fn ranker(&self) -> RankerClient<Channel> {
+        RankerClient::new(self.channel.clone())
+    }
+
+    pub fn feedback(&self) -> FeedbackClient<Channel> {
+        FeedbackClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.running.shutdown().await
+    }
+}
+
+/// Wraps `message` in a request carrying the test admin token.
+pub fn with_admin_token<T>(message: T) -> Request<T> {
+    with_bearer(message, ADMIN_TOKEN)
+}
+
+/// Wraps `message` in a request carrying `authorization: Bearer <token>`.
+pub fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Fetches `http://{addr}/metrics` with a minimal HTTP/1.1 client (enough
+/// for a loopback test; no extra dependency).
+pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {}", body.lines().next().unwrap_or(""));
+    Ok(body)
+}
