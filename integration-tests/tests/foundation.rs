@@ -72,7 +72,10 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
     };
     let mut client = ServerReflectionClient::new(server.channel.clone());
     let requests = [
-        ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
         ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::FileContainingSymbol("watchnext.v1.Recommender".into())),

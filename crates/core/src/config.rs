@@ -333,7 +333,7 @@ impl Config {
             ("endpoints.feedback", &self.endpoints.feedback),
         ];
         for (key, value) in endpoints {
-            if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+            if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
                 return Err(invalid(key, format!("`{value}` must be a URL such as http://ranker:50051")));
             }
         }
@@ -387,6 +387,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn layers_apply_in_order_file_env_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("watchnext.toml");

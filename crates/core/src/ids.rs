@@ -75,11 +75,7 @@ id_type!(
 impl RequestId {
     /// The client's request id, or a fresh random one when the client sent none.
     pub fn parse_or_generate(field: &str, value: &str) -> Result<Self, InvalidRequest> {
-        if value.is_empty() {
-            Ok(Self(uuid::Uuid::new_v4().to_string()))
-        } else {
-            Self::parse(field, value)
-        }
+        if value.is_empty() { Ok(Self(uuid::Uuid::new_v4().to_string())) } else { Self::parse(field, value) }
     }
 }
 

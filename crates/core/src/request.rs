@@ -194,7 +194,11 @@ pub fn check_count(field: &str, value: u32, max: u32) -> Result<usize, InvalidRe
 impl Query {
     /// Validates a Recommend request; returns the query and the number of
     /// results asked for (`1..=max_results`).
-    pub fn from_recommend(req: &pb::RecommendRequest, max_results: u32, now_ms: i64) -> Result<(Self, usize), InvalidRequest> {
+    pub fn from_recommend(
+        req: &pb::RecommendRequest,
+        max_results: u32,
+        now_ms: i64,
+    ) -> Result<(Self, usize), InvalidRequest> {
         let query = Self {
             request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
             user: UserId::parse("user_id", &req.user_id)?,
@@ -210,7 +214,11 @@ impl Query {
     /// Validates a Generate request; returns the query and the candidate
     /// budget (`1..=max_candidates`). The user id may be empty for a
     /// generator (cold, anonymous traffic); it then reads as `anonymous`.
-    pub fn from_generate(req: &pb::GenerateRequest, max_candidates: u32, now_ms: i64) -> Result<(Self, usize), InvalidRequest> {
+    pub fn from_generate(
+        req: &pb::GenerateRequest,
+        max_candidates: u32,
+        now_ms: i64,
+    ) -> Result<(Self, usize), InvalidRequest> {
         let user = if req.user_id.is_empty() { "anonymous" } else { req.user_id.as_str() };
         let query = Self {
             request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
@@ -250,7 +258,8 @@ mod tests {
 
     #[test]
     fn malformed_recommend_requests_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut pb::RecommendRequest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut pb::RecommendRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("user_id", Box::new(|r| r.user_id.clear())),
             ("query_video_id", Box::new(|r| r.query_video_id.clear())),
             ("num_results", Box::new(|r| r.num_results = 0)),
@@ -259,7 +268,11 @@ mod tests {
             (
                 "recent_history[0].seconds_watched",
                 Box::new(|r| {
-                    r.recent_history.push(pb::HistoryItem { video_id: "v".into(), seconds_watched: -1.0, ..Default::default() })
+                    r.recent_history.push(pb::HistoryItem {
+                        video_id: "v".into(),
+                        seconds_watched: -1.0,
+                        ..Default::default()
+                    })
                 }),
             ),
             (

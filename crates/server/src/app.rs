@@ -110,7 +110,10 @@ impl Running {
             match tokio::time::timeout(self.grace, &mut server).await {
                 Ok(joined) => joined.context("gRPC server task")?.context("gRPC server")?,
                 Err(_) => {
-                    tracing::warn!(grace_seconds = self.grace.as_secs(), "in-flight requests outlived the grace period");
+                    tracing::warn!(
+                        grace_seconds = self.grace.as_secs(),
+                        "in-flight requests outlived the grace period"
+                    );
                     server.abort();
                 }
             }
@@ -195,7 +198,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin = AdminServer::new(AdminService::new(info.clone()))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
-    routes.add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
+    routes
+        .add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
     let admin_detail = if config.admin.token.is_empty() { "disabled: no admin.token configured" } else { "" };
     info.set_service(service_names::ADMIN, !config.admin.token.is_empty(), admin_detail).await;
 

@@ -42,12 +42,11 @@ pub async fn list_services(channel: tonic::transport::Channel) -> anyhow::Result
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
     let mut stream = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let mut names = Vec::new();
-    if let Some(response) = stream.next().await {
-        if let Some(MessageResponse::ListServicesResponse(list)) = response?.message_response {
-            names = list.service.into_iter().map(|s| s.name).collect();
-        }
-    }
+    let first = stream.next().await.ok_or_else(|| anyhow::anyhow!("reflection closed without an answer"))??;
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        anyhow::bail!("reflection answered ListServices with something else");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     names.sort();
     Ok(names)
 }

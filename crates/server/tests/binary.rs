@@ -70,7 +70,8 @@ fn a_bad_config_value_names_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.listen"), "{err}");
 
-    let out = Command::new(BIN).args(["serve"]).env("WATCHNEXT__ONNX__EXECUTION_PROVIDER", "tpu").output().expect("run");
+    let out =
+        Command::new(BIN).args(["serve"]).env("WATCHNEXT__ONNX__EXECUTION_PROVIDER", "tpu").output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("execution_provider") && err.contains("tpu"), "{err}");

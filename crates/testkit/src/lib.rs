@@ -110,6 +110,10 @@ pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
     stream.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
-    anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "metrics endpoint answered: {}", body.lines().next().unwrap_or(""));
+    anyhow::ensure!(
+        body.starts_with("HTTP/1.1 200"),
+        "metrics endpoint answered: {}",
+        body.lines().next().unwrap_or("")
+    );
     Ok(body)
 }

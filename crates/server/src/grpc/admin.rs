@@ -43,7 +43,9 @@ impl AdminAuth {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("Admin calls need the header `authorization: Bearer <admin token>`"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("Admin calls need the header `authorization: Bearer <admin token>`")
+            })?;
         if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
             Ok(())
         } else {
@@ -102,7 +104,10 @@ impl Admin for AdminService {
         Ok(Response::new(self.info.status().await))
     }
 
-    async fn reload_model(&self, request: Request<ReloadModelRequest>) -> Result<Response<ReloadModelResponse>, Status> {
+    async fn reload_model(
+        &self,
+        request: Request<ReloadModelRequest>,
+    ) -> Result<Response<ReloadModelResponse>, Status> {
         let req = request.get_ref();
         if req.rollback && !req.model_dir.is_empty() {
             return Err(InvalidRequest::new("rollback", "cannot be combined with model_dir").into());

@@ -21,8 +21,6 @@ impl Feedback for FeedbackService {
     async fn record(&self, request: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
         validate_batch(&request.get_ref().events, self.max_batch)?;
         // Acknowledging without durable storage would lose data silently.
-        Err(super::missing(
-            "the feedback log is not part of this build of watchnext yet; the events were NOT recorded",
-        ))
+        Err(super::missing("the feedback log is not part of this build of watchnext yet; the events were NOT recorded"))
     }
 }
