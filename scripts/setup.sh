@@ -8,11 +8,12 @@
 #   .venv/  Python packages the tests and benchmarks use (pinned in
 #           integration-tests/python/requirements.txt).
 #
-# Usage: scripts/setup.sh [--gpu]
-#   --gpu  unpack the CUDA-enabled `onnxruntime-gpu` wheel instead (needs an
-#          NVIDIA driver and CUDA 12 libraries at run time; then run with
-#          onnx.execution_provider = "cuda" and a binary built with
-#          `--features cuda`).
+# Usage: scripts/setup.sh [--gpu] [--ort-only]
+#   --gpu       unpack the CUDA-enabled `onnxruntime-gpu` wheel instead (needs
+#               an NVIDIA driver and CUDA 12 libraries at run time; then run
+#               with onnx.execution_provider = "cuda" and a binary built with
+#               `--features cuda`).
+#   --ort-only  skip the Python test packages (container builds).
 set -euo pipefail
 
 ORT_VERSION="1.31.1"
@@ -20,9 +21,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 package="onnxruntime"
-if [[ "${1:-}" == "--gpu" ]]; then
-  package="onnxruntime-gpu"
-fi
+python_packages=1
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) package="onnxruntime-gpu" ;;
+    --ort-only) python_packages=0 ;;
+    *) echo "setup: unknown option $arg (see the comment at the top of $0)" >&2; exit 2 ;;
+  esac
+done
 
 python="${PYTHON:-python3}"
 if ! command -v "$python" >/dev/null; then
@@ -38,7 +44,7 @@ fi
 req=integration-tests/python/requirements.txt
 stamp=.venv/.requirements.sha
 want="$(sha256sum "$req" | cut -d' ' -f1)"
-if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+if [[ "$python_packages" == 1 && "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup: installing Python packages from $req"
   .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" > "$stamp"

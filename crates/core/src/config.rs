@@ -439,3 +439,45 @@ mod tests {
         assert_eq!(config.server.role, Role::All);
     }
 }
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::*;
+
+    /// The `watchnext.toml: |` blocks of the Kubernetes manifests, de-indented.
+    fn embedded_configs(manifest: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lines = manifest.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line.trim() == "watchnext.toml: |" {
+                let mut block = String::new();
+                while let Some(next) = lines.peek() {
+                    if !(next.starts_with("    ") || next.trim().is_empty()) {
+                        break;
+                    }
+                    block.push_str(next.get(4..).unwrap_or(""));
+                    block.push('\n');
+                    lines.next();
+                }
+                out.push(block);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_kubernetes_manifests_carry_valid_configs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+        for name in ["all-in-one.yaml", "split.yaml"] {
+            let manifest = std::fs::read_to_string(dir.join(name)).unwrap();
+            let configs = embedded_configs(&manifest);
+            assert_eq!(configs.len(), 1, "{name}");
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), &configs[0]).unwrap();
+            let env = Env::prefixed("WATCHNEXT_TEST_UNSET_PREFIX__").split("__");
+            let config = Config::load_with_env(Some(tmp.path()), env, &[])
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{}", configs[0]));
+            assert_eq!(config.server.listen, "0.0.0.0:50051", "{name}");
+        }
+    }
+}

@@ -15,9 +15,10 @@
 //! The feature schema that the trainer and the ranker share lives here too
 //! once the trainer exists, so the two cannot drift apart.
 
+pub mod catalog;
 pub mod config;
 pub mod error;
-pub mod feedback;
+pub mod event;
 pub mod fsutil;
 pub mod ids;
 pub mod request;

@@ -1,7 +1,7 @@
 //! `watchnext.v1.Feedback`: durable ingestion of user feedback.
 
 use tonic::{Request, Response, Status};
-use watchnext_core::feedback::validate_batch;
+use watchnext_core::event::parse_batch;
 use watchnext_proto::v1::{RecordRequest, RecordResponse, feedback_server::Feedback};
 
 /// Serves `Record`.
@@ -19,7 +19,7 @@ impl FeedbackService {
 #[tonic::async_trait]
 impl Feedback for FeedbackService {
     async fn record(&self, request: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
-        validate_batch(&request.get_ref().events, self.max_batch)?;
+        let _events = parse_batch(&request.get_ref().events, self.max_batch, super::now_ms())?;
         // Acknowledging without durable storage would lose data silently.
         Err(super::missing("the feedback log is not part of this build of watchnext yet; the events were NOT recorded"))
     }

@@ -1,0 +1,184 @@
+//! The video catalogue: what every generator indexes and what the feature
+//! schema reads about a video. The synthetic world and the importers write
+//! it; the services load it at start-up.
+//!
+//! On disk it is JSON Lines (`catalog.jsonl`), one [`Video`] per line, so a
+//! user can produce one from their own catalogue with any tool:
+//!
+//! ```json
+//! {"id":"v42","title":"Cats at sea","topics":["animals","travel"],"duration_seconds":312.0,"upload_ms":1700000000000}
+//! ```
+//! `title` and `upload_ms` may be omitted; `topics` may be empty. Files are
+//! written crash-safely ([`crate::fsutil::write_atomic`] semantics, streamed).
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Write},
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::VideoId;
+
+/// The catalogue's file name inside a data folder.
+pub const CATALOG_FILE: &str = "catalog.jsonl";
+
+/// One video of the catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Video {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    /// Topic names (genres, categories...).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Length in seconds; 0 when unknown.
+    #[serde(default)]
+    pub duration_seconds: f32,
+    /// Upload time, Unix epoch milliseconds; 0 when unknown.
+    #[serde(default)]
+    pub upload_ms: i64,
+}
+
+/// A catalogue problem, naming the file and line.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("{path}:{line}: {problem}")]
+    Malformed { path: String, line: usize, problem: String },
+}
+
+/// An in-memory catalogue with dense indices (`0..len`) for fast lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    videos: Vec<Video>,
+    index: HashMap<String, u32>,
+}
+
+impl Catalog {
+    /// Builds a catalogue; a repeated id is an error naming it.
+    pub fn new(videos: Vec<Video>) -> Result<Self, String> {
+        let mut index = HashMap::with_capacity(videos.len());
+        for (i, v) in videos.iter().enumerate() {
+            VideoId::parse("id", &v.id).map_err(|e| format!("video #{i}: {e}"))?;
+            let i = u32::try_from(i).map_err(|_| "more than 4 billion videos".to_owned())?;
+            if index.insert(v.id.clone(), i).is_some() {
+                return Err(format!("video id `{}` appears twice", v.id));
+            }
+        }
+        Ok(Self { videos, index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.videos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.videos.is_empty()
+    }
+
+    pub fn videos(&self) -> &[Video] {
+        &self.videos
+    }
+
+    /// Dense index of a video id.
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Video> {
+        self.index_of(id).map(|i| &self.videos[i as usize])
+    }
+
+    /// Reads a JSON Lines catalogue; blank lines are skipped.
+    pub fn read(path: &Path) -> Result<Self, CatalogError> {
+        let p = path.display().to_string();
+        let file = File::open(path).map_err(|source| CatalogError::Io { path: p.clone(), source })?;
+        let mut videos = Vec::new();
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|source| CatalogError::Io { path: p.clone(), source })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let video: Video = serde_json::from_str(&line).map_err(|e| CatalogError::Malformed {
+                path: p.clone(),
+                line: n + 1,
+                problem: e.to_string(),
+            })?;
+            if !video.duration_seconds.is_finite() || video.duration_seconds < 0.0 {
+                return Err(CatalogError::Malformed {
+                    path: p.clone(),
+                    line: n + 1,
+                    problem: "duration_seconds must be a finite number >= 0".into(),
+                });
+            }
+            videos.push(video);
+        }
+        Self::new(videos).map_err(|problem| CatalogError::Malformed { path: p, line: 0, problem })
+    }
+
+    /// Writes the catalogue crash-safely (temporary file, fsync, rename).
+    pub fn write(&self, path: &Path) -> Result<(), CatalogError> {
+        write_videos(path, &self.videos)
+    }
+}
+
+/// Streams videos to a JSON Lines file crash-safely.
+pub fn write_videos(path: &Path, videos: &[Video]) -> Result<(), CatalogError> {
+    let p = path.display().to_string();
+    let io_err = |source| CatalogError::Io { path: p.clone(), source };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", CATALOG_FILE, std::process::id()));
+    let result = (|| {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        for v in videos {
+            serde_json::to_writer(&mut out, v)?;
+            out.write_all(b"\n")?;
+        }
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(id: &str) -> Video {
+        Video { id: id.into(), title: String::new(), topics: vec!["a".into()], duration_seconds: 60.0, upload_ms: 1 }
+    }
+
+    #[test]
+    fn round_trips_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_FILE);
+        let catalog = Catalog::new(vec![video("x"), video("y")]).unwrap();
+        catalog.write(&path).unwrap();
+        let back = Catalog::read(&path).unwrap();
+        assert_eq!(back.videos(), catalog.videos());
+        assert_eq!(back.index_of("y"), Some(1));
+        assert!(back.get("z").is_none());
+    }
+
+    #[test]
+    fn bad_files_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CATALOG_FILE);
+        std::fs::write(&path, "{\"id\":\"a\"}\n\n{\"id\":\"b\",\"duration_seconds\":\"long\"}\n").unwrap();
+        let err = Catalog::read(&path).unwrap_err().to_string();
+        assert!(err.contains(":3:"), "{err}");
+        std::fs::write(&path, "{\"id\":\"a\"}\n{\"id\":\"a\"}\n").unwrap();
+        let err = Catalog::read(&path).unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+    }
+}

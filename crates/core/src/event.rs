@@ -1,0 +1,327 @@
+//! The feedback event schema every crate shares: what the feedback log
+//! stores, what the synthetic world and the importers produce, what the
+//! co-watch generator consumes and what the trainer's join reads.
+//!
+//! [`Event`] is the validated domain form. On disk and on the wire an event
+//! is the protobuf `watchnext.v1.FeedbackEvent` ([`Event::to_proto`]), so
+//! the log needs no second format and stays readable by any protobuf
+//! implementation. [`Event::from_proto`] is the one place where incoming
+//! events are checked; a batch is accepted or rejected whole and a rejection
+//! names the first offending event by index (`events[3].watch.seconds_watched`).
+
+use watchnext_proto::v1::{self as pb, feedback_event::Event as PbEvent};
+
+use crate::{
+    error::InvalidRequest,
+    ids::{MAX_ID_BYTES, UserId, VideoId},
+    request::Device,
+};
+
+pub use pb::CandidateSource as Source;
+
+/// The exact features the ranker used for one candidate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FeatureVector {
+    /// Hash of the feature schema that laid the vector out.
+    pub schema_hash: String,
+    pub dense: Vec<f32>,
+    pub sparse: Vec<i64>,
+}
+
+/// A video shown at a position of a list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Impression {
+    /// 1-based.
+    pub position: u32,
+    /// The video being watched when the list was shown.
+    pub query_video: Option<VideoId>,
+    /// Every generator that proposed the video, with its score.
+    pub sources: Vec<(Source, f32)>,
+    /// The features the ranker used (absent for logs of other policies).
+    pub features: Option<FeatureVector>,
+    pub model_version: String,
+    pub experiment_arm: String,
+    /// Probability that the logging policy showed this video here; 0 = unknown.
+    pub propensity: f32,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Impression(Impression),
+    Click,
+    Watch {
+        seconds_watched: f32,
+        /// 0 when unknown.
+        video_duration_seconds: f32,
+    },
+    Like,
+    Dismiss,
+    Rating {
+        value: f32,
+    },
+}
+
+impl EventKind {
+    /// Lowercase name, as in files and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Impression(_) => "impression",
+            EventKind::Click => "click",
+            EventKind::Watch { .. } => "watch",
+            EventKind::Like => "like",
+            EventKind::Dismiss => "dismiss",
+            EventKind::Rating { .. } => "rating",
+        }
+    }
+}
+
+/// One feedback event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix epoch milliseconds.
+    pub timestamp_ms: i64,
+    /// The Recommend request the event answers; empty for organic events.
+    pub request_id: String,
+    pub user: UserId,
+    pub video: VideoId,
+    pub device: Device,
+    pub kind: EventKind,
+}
+
+fn finite_non_negative(field: &str, v: f32, what: &str) -> Result<(), InvalidRequest> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(InvalidRequest::new(field, format!("is {v}; must be a finite number >= 0{what}")))
+    }
+}
+
+fn source_from_proto(field: &str, p: &pb::Provenance) -> Result<(Source, f32), InvalidRequest> {
+    let source = Source::try_from(p.source).map_err(|_| {
+        InvalidRequest::new(format!("{field}.source"), format!("unknown candidate source {}", p.source))
+    })?;
+    if !p.score.is_finite() {
+        return Err(InvalidRequest::new(format!("{field}.score"), "must be finite"));
+    }
+    Ok((source, p.score))
+}
+
+impl Event {
+    /// Validates a wire event; `now_ms` fills a missing timestamp.
+    pub fn from_proto(event: &pb::FeedbackEvent, now_ms: i64) -> Result<Self, InvalidRequest> {
+        let user = UserId::parse("user_id", &event.user_id)?;
+        let video = VideoId::parse("video_id", &event.video_id)?;
+        let device = Device::from_proto("device", event.device)?;
+        if event.timestamp_ms < 0 {
+            return Err(InvalidRequest::new("timestamp_ms", "must be >= 0 (Unix epoch milliseconds)"));
+        }
+        if event.request_id.len() > MAX_ID_BYTES || event.request_id.chars().any(char::is_control) {
+            return Err(InvalidRequest::new("request_id", "must be at most 256 printable bytes"));
+        }
+        let kind = match &event.event {
+            None => {
+                return Err(InvalidRequest::new(
+                    "event",
+                    "has no event type (or one this server does not know); set one of impression, click, watch, \
+                     like, dismiss, rating",
+                ));
+            }
+            Some(PbEvent::Impression(imp)) => {
+                if imp.position == 0 {
+                    return Err(InvalidRequest::new("impression.position", "must be >= 1 (positions are 1-based)"));
+                }
+                let query_video = if imp.query_video_id.is_empty() {
+                    None
+                } else {
+                    Some(VideoId::parse("impression.query_video_id", &imp.query_video_id)?)
+                };
+                let sources = imp
+                    .sources
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| source_from_proto(&format!("impression.sources[{j}]"), p))
+                    .collect::<Result<_, _>>()?;
+                let features = match &imp.features {
+                    Some(f) if f.dense.iter().any(|v| !v.is_finite()) => {
+                        return Err(InvalidRequest::new("impression.features.dense", "must be finite numbers"));
+                    }
+                    Some(f) => Some(FeatureVector {
+                        schema_hash: f.schema_hash.clone(),
+                        dense: f.dense.clone(),
+                        sparse: f.sparse.clone(),
+                    }),
+                    None => None,
+                };
+                if !(imp.propensity.is_finite() && (0.0..=1.0).contains(&imp.propensity)) {
+                    return Err(InvalidRequest::new("impression.propensity", "must be within 0..=1 (0 = unknown)"));
+                }
+                EventKind::Impression(Impression {
+                    position: imp.position,
+                    query_video,
+                    sources,
+                    features,
+                    model_version: imp.model_version.clone(),
+                    experiment_arm: imp.experiment_arm.clone(),
+                    propensity: imp.propensity,
+                })
+            }
+            Some(PbEvent::Click(_)) => EventKind::Click,
+            Some(PbEvent::Watch(w)) => {
+                finite_non_negative("watch.seconds_watched", w.seconds_watched, "")?;
+                finite_non_negative("watch.video_duration_seconds", w.video_duration_seconds, " (0 = unknown)")?;
+                EventKind::Watch {
+                    seconds_watched: w.seconds_watched,
+                    video_duration_seconds: w.video_duration_seconds,
+                }
+            }
+            Some(PbEvent::Like(_)) => EventKind::Like,
+            Some(PbEvent::Dismiss(_)) => EventKind::Dismiss,
+            Some(PbEvent::Rating(r)) => {
+                if !r.value.is_finite() {
+                    return Err(InvalidRequest::new("rating.value", "must be a finite number"));
+                }
+                EventKind::Rating { value: r.value }
+            }
+        };
+        Ok(Self {
+            timestamp_ms: if event.timestamp_ms == 0 { now_ms } else { event.timestamp_ms },
+            request_id: event.request_id.clone(),
+            user,
+            video,
+            device,
+            kind,
+        })
+    }
+
+    /// The wire (and on-disk) form.
+    pub fn to_proto(&self) -> pb::FeedbackEvent {
+        let event = match &self.kind {
+            EventKind::Impression(imp) => PbEvent::Impression(pb::Impression {
+                position: imp.position,
+                sources: imp
+                    .sources
+                    .iter()
+                    .map(|(s, score)| pb::Provenance { source: *s as i32, score: *score })
+                    .collect(),
+                model_version: imp.model_version.clone(),
+                experiment_arm: imp.experiment_arm.clone(),
+                features: imp.features.as_ref().map(|f| pb::FeatureVector {
+                    schema_hash: f.schema_hash.clone(),
+                    dense: f.dense.clone(),
+                    sparse: f.sparse.clone(),
+                }),
+                query_video_id: imp.query_video.as_ref().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+                propensity: imp.propensity,
+            }),
+            EventKind::Click => PbEvent::Click(pb::Click {}),
+            EventKind::Watch { seconds_watched, video_duration_seconds } => PbEvent::Watch(pb::Watch {
+                seconds_watched: *seconds_watched,
+                video_duration_seconds: *video_duration_seconds,
+            }),
+            EventKind::Like => PbEvent::Like(pb::Like {}),
+            EventKind::Dismiss => PbEvent::Dismiss(pb::Dismiss {}),
+            EventKind::Rating { value } => PbEvent::Rating(pb::Rating { value: *value }),
+        };
+        pb::FeedbackEvent {
+            request_id: self.request_id.clone(),
+            user_id: self.user.as_str().to_owned(),
+            video_id: self.video.as_str().to_owned(),
+            timestamp_ms: self.timestamp_ms,
+            device: self.device.to_proto() as i32,
+            event: Some(event),
+        }
+    }
+}
+
+/// Validates a `Record` batch against `max_batch` and the event rules.
+pub fn parse_batch(events: &[pb::FeedbackEvent], max_batch: usize, now_ms: i64) -> Result<Vec<Event>, InvalidRequest> {
+    if events.is_empty() {
+        return Err(InvalidRequest::new("events", "is empty; send at least one event"));
+    }
+    if events.len() > max_batch {
+        return Err(InvalidRequest::new(
+            "events",
+            format!("has {} events; split it into batches of at most {max_batch}", events.len()),
+        ));
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Event::from_proto(e, now_ms).map_err(|err| err.within(&format!("events[{i}]"))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(e: PbEvent) -> pb::FeedbackEvent {
+        pb::FeedbackEvent {
+            user_id: "u".into(),
+            video_id: "v".into(),
+            timestamp_ms: 5,
+            event: Some(e),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_events_round_trip_through_the_wire_form() {
+        let events = vec![
+            event(PbEvent::Impression(pb::Impression {
+                position: 3,
+                sources: vec![pb::Provenance { source: Source::Cowatch as i32, score: 0.5 }],
+                features: Some(pb::FeatureVector { schema_hash: "h".into(), dense: vec![1.0], sparse: vec![7] }),
+                query_video_id: "q".into(),
+                model_version: "m1".into(),
+                experiment_arm: "a".into(),
+                propensity: 0.25,
+            })),
+            event(PbEvent::Click(pb::Click {})),
+            event(PbEvent::Watch(pb::Watch { seconds_watched: 30.0, video_duration_seconds: 60.0 })),
+            event(PbEvent::Like(pb::Like {})),
+            event(PbEvent::Dismiss(pb::Dismiss {})),
+            event(PbEvent::Rating(pb::Rating { value: 4.5 })),
+        ];
+        let parsed = parse_batch(&events, 10, 0).unwrap();
+        assert_eq!(parsed.len(), 6);
+        for (wire, domain) in events.iter().zip(&parsed) {
+            assert_eq!(&domain.to_proto(), wire);
+        }
+        let names: Vec<_> = parsed.iter().map(|e| e.kind.name()).collect();
+        assert_eq!(names, ["impression", "click", "watch", "like", "dismiss", "rating"]);
+    }
+
+    #[test]
+    fn a_missing_timestamp_is_the_server_clock() {
+        let mut e = event(PbEvent::Click(pb::Click {}));
+        e.timestamp_ms = 0;
+        assert_eq!(Event::from_proto(&e, 1234).unwrap().timestamp_ms, 1234);
+    }
+
+    #[test]
+    fn the_first_bad_event_is_named() {
+        let mut events = vec![event(PbEvent::Click(pb::Click {})); 3];
+        events[1] = event(PbEvent::Watch(pb::Watch { seconds_watched: -1.0, video_duration_seconds: 0.0 }));
+        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].watch.seconds_watched");
+
+        events[1] = event(PbEvent::Impression(pb::Impression { position: 0, ..Default::default() }));
+        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].impression.position");
+
+        events[1] = pb::FeedbackEvent { user_id: "u".into(), video_id: "v".into(), ..Default::default() };
+        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].event");
+
+        events[1] = event(PbEvent::Rating(pb::Rating { value: f32::INFINITY }));
+        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].rating.value");
+
+        events[1] = event(PbEvent::Click(pb::Click {}));
+        events[2].user_id.clear();
+        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[2].user_id");
+
+        events[2].user_id = "u".into();
+        let err = parse_batch(&events, 2, 0).unwrap_err();
+        assert!(err.field == "events" && err.problem.contains("at most 2"), "{err}");
+        assert_eq!(parse_batch(&[], 2, 0).unwrap_err().field, "events");
+    }
+}
