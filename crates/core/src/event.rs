@@ -325,3 +325,21 @@ mod tests {
         assert_eq!(parse_batch(&[], 2, 0).unwrap_err().field, "events");
     }
 }
+
+/// Where producers of events (the synthetic world, the importers) put them:
+/// a `Vec` in tests, the feedback log's bulk writer in production.
+pub trait EventSink {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Takes one event; events arrive in time order.
+    fn push(&mut self, event: Event) -> Result<(), Self::Error>;
+}
+
+impl EventSink for Vec<Event> {
+    type Error = std::convert::Infallible;
+
+    fn push(&mut self, event: Event) -> Result<(), Self::Error> {
+        Vec::push(self, event);
+        Ok(())
+    }
+}
