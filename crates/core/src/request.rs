@@ -192,6 +192,26 @@ pub fn check_count(field: &str, value: u32, max: u32) -> Result<usize, InvalidRe
 }
 
 impl Query {
+    /// Validates the fields every request type shares, naming them as in the `.proto`.
+    fn parse(
+        request_id: &str,
+        user: &str,
+        query_video: &str,
+        device: i32,
+        history: &[pb::HistoryItem],
+        context: Option<&pb::RequestContext>,
+        now_ms: i64,
+    ) -> Result<Self, InvalidRequest> {
+        Ok(Self {
+            request_id: RequestId::parse_or_generate("request_id", request_id)?,
+            user: UserId::parse("user_id", user)?,
+            query_video: VideoId::parse("query_video_id", query_video)?,
+            device: Device::from_proto("device", device)?,
+            history: History::from_proto("recent_history", history)?,
+            context: RequestContext::from_proto(context, now_ms)?,
+        })
+    }
+
     /// Validates a Recommend request; returns the query and the number of
     /// results asked for (`1..=max_results`).
     pub fn from_recommend(
@@ -199,14 +219,15 @@ impl Query {
         max_results: u32,
         now_ms: i64,
     ) -> Result<(Self, usize), InvalidRequest> {
-        let query = Self {
-            request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
-            user: UserId::parse("user_id", &req.user_id)?,
-            query_video: VideoId::parse("query_video_id", &req.query_video_id)?,
-            device: Device::from_proto("device", req.device)?,
-            history: History::from_proto("recent_history", &req.recent_history)?,
-            context: RequestContext::from_proto(req.context.as_ref(), now_ms)?,
-        };
+        let query = Self::parse(
+            &req.request_id,
+            &req.user_id,
+            &req.query_video_id,
+            req.device,
+            &req.recent_history,
+            req.context.as_ref(),
+            now_ms,
+        )?;
         let n = check_count("num_results", req.num_results, max_results)?;
         Ok((query, n))
     }
@@ -220,14 +241,15 @@ impl Query {
         now_ms: i64,
     ) -> Result<(Self, usize), InvalidRequest> {
         let user = if req.user_id.is_empty() { "anonymous" } else { req.user_id.as_str() };
-        let query = Self {
-            request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
-            user: UserId::parse("user_id", user)?,
-            query_video: VideoId::parse("query_video_id", &req.query_video_id)?,
-            device: Device::from_proto("device", req.device)?,
-            history: History::from_proto("recent_history", &req.recent_history)?,
-            context: RequestContext::from_proto(req.context.as_ref(), now_ms)?,
-        };
+        let query = Self::parse(
+            &req.request_id,
+            user,
+            &req.query_video_id,
+            req.device,
+            &req.recent_history,
+            req.context.as_ref(),
+            now_ms,
+        )?;
         let n = check_count("max_candidates", req.max_candidates, max_candidates)?;
         Ok((query, n))
     }
@@ -316,14 +338,15 @@ impl Query {
         max_candidates: u32,
         now_ms: i64,
     ) -> Result<(Self, Vec<RankCandidate>), InvalidRequest> {
-        let query = Self {
-            request_id: RequestId::parse_or_generate("request_id", &req.request_id)?,
-            user: UserId::parse("user_id", &req.user_id)?,
-            query_video: VideoId::parse("query_video_id", &req.query_video_id)?,
-            device: Device::from_proto("device", req.device)?,
-            history: History::from_proto("recent_history", &req.recent_history)?,
-            context: RequestContext::from_proto(req.context.as_ref(), now_ms)?,
-        };
+        let query = Self::parse(
+            &req.request_id,
+            &req.user_id,
+            &req.query_video_id,
+            req.device,
+            &req.recent_history,
+            req.context.as_ref(),
+            now_ms,
+        )?;
         let n = u32::try_from(req.candidates.len()).unwrap_or(u32::MAX);
         check_count("candidates (count)", n, max_candidates)?;
         let mut candidates = Vec::with_capacity(req.candidates.len());
