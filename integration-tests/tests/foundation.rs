@@ -29,7 +29,7 @@ async fn every_service_reports_health() {
         ("watchnext.v1.Admin", ServingStatus::Serving),
         ("watchnext.v1.Recommender", ServingStatus::NotServing),
         ("watchnext.v1.Ranker", ServingStatus::NotServing),
-        ("watchnext.v1.Feedback", ServingStatus::NotServing),
+        ("watchnext.v1.Feedback", ServingStatus::Serving),
         ("watchnext.v1.CandidateGenerator", ServingStatus::NotServing),
         ("watchnext.v1.CandidateGenerator/topic", ServingStatus::NotServing),
         ("watchnext.v1.CandidateGenerator/cowatch", ServingStatus::NotServing),
@@ -169,16 +169,6 @@ async fn well_formed_calls_without_machinery_say_what_is_missing() {
     };
     let err = server.ranker().rank(rank).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-
-    let click = FeedbackEvent {
-        user_id: "u1".into(),
-        video_id: "v1".into(),
-        event: Some(Event::Click(pb::Click {})),
-        ..Default::default()
-    };
-    let err = server.feedback().record(RecordRequest { events: vec![click] }).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("NOT recorded"), "never a silent loss: {}", err.message());
     server.stop().await.unwrap();
 }
 

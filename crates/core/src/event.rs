@@ -252,6 +252,24 @@ pub fn parse_batch(events: &[pb::FeedbackEvent], max_batch: usize, now_ms: i64) 
         .collect()
 }
 
+/// Where producers of events (the synthetic world, the importers) put them:
+/// a `Vec` in tests, the feedback log's bulk writer in production.
+pub trait EventSink {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Takes one event; events arrive in time order.
+    fn push(&mut self, event: Event) -> Result<(), Self::Error>;
+}
+
+impl EventSink for Vec<Event> {
+    type Error = std::convert::Infallible;
+
+    fn push(&mut self, event: Event) -> Result<(), Self::Error> {
+        Vec::push(self, event);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,23 +341,5 @@ mod tests {
         let err = parse_batch(&events, 2, 0).unwrap_err();
         assert!(err.field == "events" && err.problem.contains("at most 2"), "{err}");
         assert_eq!(parse_batch(&[], 2, 0).unwrap_err().field, "events");
-    }
-}
-
-/// Where producers of events (the synthetic world, the importers) put them:
-/// a `Vec` in tests, the feedback log's bulk writer in production.
-pub trait EventSink {
-    type Error: std::error::Error + Send + Sync + 'static;
-
-    /// Takes one event; events arrive in time order.
-    fn push(&mut self, event: Event) -> Result<(), Self::Error>;
-}
-
-impl EventSink for Vec<Event> {
-    type Error = std::convert::Infallible;
-
-    fn push(&mut self, event: Event) -> Result<(), Self::Error> {
-        Vec::push(self, event);
-        Ok(())
     }
 }

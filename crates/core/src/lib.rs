@@ -17,6 +17,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod datadir;
 pub mod error;
 pub mod event;
 pub mod fsutil;

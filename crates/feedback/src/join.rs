@@ -7,7 +7,7 @@
 //!
 //! - An **impression** with a request id opens a pending row keyed by
 //!   `(request_id, user, video)`, due at `impression time + window`
-//!   ([`JoinOptions::attribution_window_ms`], default 30 minutes).
+//!   ([`JoinOptions::attribution_window_ms`], default 6 hours: long videos watched back to back, then liked, land well after the impression).
 //! - An **outcome** (click, watch, like, dismiss, rating) with the same
 //!   request id, user and video that arrives while the row is pending sets
 //!   its labels (below) and counts as *matched*. A row is pending until the
@@ -47,7 +47,7 @@ use watchnext_core::{
 /// How the join attributes outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinOptions {
-    /// How long after an impression an outcome still counts for it. Default 30 minutes.
+    /// How long after an impression an outcome still counts for it. Default 6 hours.
     pub attribution_window_ms: i64,
     /// The most rows pending at once; beyond it the oldest is emitted early.
     /// A pending row costs a few hundred bytes plus its features. Default 1,000,000.
@@ -56,7 +56,7 @@ pub struct JoinOptions {
 
 impl Default for JoinOptions {
     fn default() -> Self {
-        Self { attribution_window_ms: 30 * 60 * 1000, max_pending: 1_000_000 }
+        Self { attribution_window_ms: 6 * 60 * 60 * 1000, max_pending: 1_000_000 }
     }
 }
 

@@ -51,7 +51,7 @@
 //! Impressions ⋈ outcomes → [`TrainingRow`]s, streaming, in one pass over
 //! the log with a bounded number of pending rows: an impression opens a row
 //! keyed by (request id, user, video); outcomes with the same key within the
-//! attribution window (default 30 minutes) set its labels (click, watch
+//! attribution window (default 6 hours) set its labels (click, watch
 //! seconds and fraction, like, dismiss, rating); rows are emitted in
 //! impression order once the stream's clock passes their window, or early
 //! (counted) when the pending cap is reached. Organic and unmatched events

@@ -177,6 +177,22 @@ fn onnx_for(config: &Config) -> anyhow::Result<String> {
     Ok(config.onnx.execution_provider.name().to_owned())
 }
 
+/// Opens (and recovers) the feedback log under `data.dir`, logging what
+/// recovery had to repair.
+pub fn open_feedback_log(config: &Config) -> anyhow::Result<watchnext_feedback::FeedbackLog> {
+    let dir = watchnext_core::datadir::DataDir::new(&config.data.dir).feedback_log();
+    let (log, report) = watchnext_feedback::FeedbackLog::open(&dir, watchnext_feedback::LogOptions::default())
+        .with_context(|| format!("opening the feedback log in {}", dir.display()))?;
+    if let Some(tail) = &report.truncated {
+        tracing::warn!(dir = %dir.display(), ?tail, "feedback log: cut a torn or corrupt tail (never-acknowledged writes)");
+    }
+    for problem in &report.bad_segments {
+        tracing::warn!(dir = %dir.display(), ?problem, "feedback log: a segment is unreadable and is skipped");
+    }
+    tracing::info!(dir = %dir.display(), last_seq = report.last_seq, segments = report.segments, "feedback log open");
+    Ok(log)
+}
+
 /// Starts serving `config.server.role`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
@@ -234,12 +250,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info.set_service(service_names::RANKER, false, "no ranking model loaded").await;
     }
     if role.includes(Role::Feedback) {
+        let log = open_feedback_log(&config)?;
         routes.add_service(
-            FeedbackServer::new(FeedbackService::new(config.feedback.max_batch_events))
+            FeedbackServer::new(FeedbackService::new(log, config.feedback.max_batch_events))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
-        info.set_service(service_names::FEEDBACK, false, "no feedback log in this build").await;
+        info.set_service(service_names::FEEDBACK, true, "").await;
     }
     // Reflection lists exactly the services this process serves.
     let mut served = vec![

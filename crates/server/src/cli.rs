@@ -3,6 +3,7 @@
 //! ```text
 //! watchnext serve   [--role all|recommender|ranker|topic|cowatch|sequence|context|feedback]
 //! watchnext demo    the main job on the embedded default (all-in-one)
+//! watchnext world generate | import ... | export ...   data (see `data`)
 //! watchnext health  [--addr URL]   health of every service of a running server
 //! ```
 //! Global flags (`--config`, `--listen`, ...) are the last configuration
@@ -59,6 +60,15 @@ pub enum Command {
     /// Run the main job on the embedded default: start the all-in-one server,
     /// check every service over gRPC, and keep serving until Ctrl-C.
     Demo,
+    /// The synthetic world: generate a catalogue and logs with ground truth.
+    #[command(subcommand)]
+    World(crate::data::WorldCommand),
+    /// Import real data (MovieLens, Open Bandit, your own CSV/JSONL) into the data folder.
+    #[command(subcommand)]
+    Import(crate::data::ImportCommand),
+    /// Export the feedback log to Parquet: raw events, or joined training rows.
+    #[command(subcommand)]
+    Export(crate::data::ExportCommand),
     /// Ask a running server for the health of each of its services.
     Health {
         /// The server's gRPC address.
@@ -126,6 +136,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
                 println!("Try:  grpcurl -plaintext {} list", running.addr);
                 running.until_signal().await
+            }
+            Command::World(command) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::data::world(&config, command))
+            }
+            Command::Import(command) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::data::import(&config, command))
+            }
+            Command::Export(command) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::data::export(&config, command))
             }
             Command::Health { addr } => {
                 let report = health::check(&addr).await?;

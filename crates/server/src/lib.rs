@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod data;
 pub mod grpc;
 pub mod health;
 pub mod middleware;

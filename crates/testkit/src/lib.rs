@@ -54,6 +54,11 @@ impl TestServer {
         Self::start(|_| {}).await
     }
 
+    /// The server's data folder (a temporary directory).
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.running.addr
     }

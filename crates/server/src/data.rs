@@ -1,0 +1,262 @@
+//! The data commands: fill a data folder from the synthetic world or from
+//! real data, and export it for analysis and training.
+//!
+//! ```text
+//! watchnext world generate [--preset default] [--seed N] [--events N] [--policy popularity|random]
+//! watchnext import movielens DIR | obd DIR | events FILE [--catalog FILE]
+//! watchnext export events | training-rows [--out FILE]
+//! ```
+//! Every command works on `--data-dir` (layout in `watchnext_core::datadir`).
+//! A generated or imported data set goes into an empty folder: mixing two
+//! worlds, or a world and real data, in one log would make both useless.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Subcommand, ValueEnum};
+use watchnext_core::{Config, catalog::Catalog, datadir::DataDir};
+use watchnext_feedback::{FeedbackLog, JoinOptions, LogReader};
+use watchnext_import::{EventsFormat, GenericOptions, MovieLensOptions, ObdOptions, OnError};
+use watchnext_world::{LoggingPolicy, World, WorldConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum WorldCommand {
+    /// Build a synthetic world and write its catalogue, its config (the key
+    /// to its ground truth) and logs of a logging policy into the data folder.
+    Generate {
+        /// toy (1k videos), default (20k videos, 5k users) or large (1M videos, 100k users).
+        #[arg(long, default_value = "default")]
+        preset: String,
+        /// Random seed; the same seed gives byte-identical output.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// The logging policy that ordered the lists users saw.
+        #[arg(long, value_enum, default_value_t = PolicyArg::Popularity)]
+        policy: PolicyArg,
+        /// Noise of the popularity policy (Gumbel scale on log-popularity).
+        #[arg(long, default_value_t = 1.0)]
+        noise: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Noisy popularity order (a typical, biased production heuristic).
+    Popularity,
+    /// Uniformly random order (unbiased; known propensities).
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop at the first malformed line.
+    Fail,
+    /// Skip malformed lines, count them and report the first few.
+    Skip,
+}
+
+impl From<OnErrorArg> for OnError {
+    fn from(value: OnErrorArg) -> Self {
+        match value {
+            OnErrorArg::Fail => OnError::Fail,
+            OnErrorArg::Skip => OnError::Skip,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// MovieLens in any GroupLens layout (ml-100k, ml-1m/10m .dat, ml-latest*/20m/25m .csv).
+    Movielens {
+        /// The folder holding the data set's files.
+        dir: PathBuf,
+        /// Sampled non-rated movies shown with each rated one (the click task's negatives).
+        #[arg(long, default_value_t = 4)]
+        negatives: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Fail)]
+        on_error: OnErrorArg,
+    },
+    /// An Open Bandit Dataset folder (<policy>/<campaign>/ with <campaign>.csv and item_context.csv).
+    Obd {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Fail)]
+        on_error: OnErrorArg,
+    },
+    /// Your own events, CSV with a header or JSON Lines (format in the import crate's docs).
+    Events {
+        file: PathBuf,
+        /// The catalogue: catalog.jsonl or CSV (video_id,title,topics,duration_seconds,upload_ms).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OnErrorArg::Fail)]
+        on_error: OnErrorArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every event of the feedback log, one Parquet row per event.
+    Events {
+        /// Output file; default <data.dir>/exports/events.parquet.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Impressions joined with their later outcomes: labelled training rows.
+    TrainingRows {
+        /// Output file; default <data.dir>/exports/training_rows.parquet.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How long after an impression its outcomes still count.
+        #[arg(long, default_value_t = 360)]
+        window_minutes: u64,
+    },
+}
+
+/// Opens the data folder's log and refuses one that already holds events.
+fn empty_log(config: &Config) -> anyhow::Result<FeedbackLog> {
+    let log = crate::app::open_feedback_log(config)?;
+    if log.last_seq() > 0 {
+        bail!(
+            "{} already holds {} events; generate or import into an empty --data-dir",
+            config.data.dir.display(),
+            log.last_seq()
+        );
+    }
+    Ok(log)
+}
+
+fn write_catalog(data: &DataDir, catalog: &Catalog) -> anyhow::Result<()> {
+    catalog.write(&data.catalog()).with_context(|| format!("writing {}", data.catalog().display()))?;
+    println!("catalogue: {} videos -> {}", catalog.len(), data.catalog().display());
+    Ok(())
+}
+
+/// `watchnext world ...`
+pub fn world(config: &Config, command: WorldCommand) -> anyhow::Result<()> {
+    match command {
+        WorldCommand::Generate { preset, seed, events, policy, noise } => {
+            let world_config = WorldConfig::preset(&preset)
+                .ok_or_else(|| anyhow::anyhow!("unknown preset `{preset}`; expected toy, default or large"))?
+                .with_seed(seed);
+            let policy = match policy {
+                PolicyArg::Popularity => LoggingPolicy::PopularityNoise { noise },
+                PolicyArg::Random => LoggingPolicy::RandomOrder,
+            };
+            let data = DataDir::new(&config.data.dir);
+            let log = empty_log(config)?;
+            let started = std::time::Instant::now();
+            let world = World::build(&world_config)?;
+            println!(
+                "world: {} videos, {} users, seed {seed} (built in {:.1}s)",
+                world.num_videos(),
+                world.num_users(),
+                started.elapsed().as_secs_f64()
+            );
+            world_config.write(&data.world_config())?;
+            write_catalog(&data, world.catalog())?;
+            let mut sink = log.bulk_writer();
+            let summary = watchnext_world::generate_logs(&world, policy, events, &mut sink, true)?;
+            let written = sink.finish()?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "logs: {} events ({} impressions, {} requests) under {} -> {} in {secs:.1}s ({:.0} events/s)",
+                written.events,
+                summary.impressions,
+                summary.requests,
+                summary.policy,
+                data.feedback_log().display(),
+                written.events as f64 / secs.max(1e-9)
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `watchnext import ...`
+pub fn import(config: &Config, command: ImportCommand) -> anyhow::Result<()> {
+    let data = DataDir::new(&config.data.dir);
+    let log = empty_log(config)?;
+    let mut sink = log.bulk_writer();
+    let started = std::time::Instant::now();
+    let imported = match command {
+        ImportCommand::Movielens { dir, negatives, seed, on_error } => {
+            let options = MovieLensOptions { negatives, seed, on_error: on_error.into() };
+            watchnext_import::import_movielens(&dir, &options, &mut sink)
+        }
+        ImportCommand::Obd { dir, on_error } => {
+            watchnext_import::import_obd(&dir, &ObdOptions { on_error: on_error.into() }, &mut sink)
+        }
+        ImportCommand::Events { file, catalog, on_error } => {
+            let options = GenericOptions { on_error: on_error.into(), format: EventsFormat::from_path(&file), catalog };
+            watchnext_import::import_generic(&file, &options, &mut sink)
+        }
+    }?;
+    let written = sink.finish()?;
+    write_catalog(&data, &imported.catalog)?;
+    println!("{}", imported.report);
+    println!(
+        "log: {} events -> {} in {:.1}s",
+        written.events,
+        data.feedback_log().display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn output(data: &DataDir, out: Option<PathBuf>, name: &str) -> PathBuf {
+    out.unwrap_or_else(|| data.exports().join(name))
+}
+
+fn reader(data: &DataDir) -> anyhow::Result<LogReader> {
+    let dir = data.feedback_log();
+    if !dir.is_dir() {
+        bail!("{} has no feedback log; generate or import data first", data.root().display());
+    }
+    Ok(LogReader::open(&dir, 1)?)
+}
+
+/// `watchnext export ...`
+pub fn export(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
+    let data = DataDir::new(&config.data.dir);
+    let started = std::time::Instant::now();
+    match command {
+        ExportCommand::Events { out } => {
+            let path = output(&data, out, "events.parquet");
+            ensure_parent(&path)?;
+            let rows = watchnext_feedback::parquet::export_events(reader(&data)?, &path)?;
+            println!("exported {rows} events -> {} in {:.1}s", path.display(), started.elapsed().as_secs_f64());
+        }
+        ExportCommand::TrainingRows { out, window_minutes } => {
+            let path = output(&data, out, "training_rows.parquet");
+            ensure_parent(&path)?;
+            let window_ms = i64::try_from(window_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
+            let options = JoinOptions { attribution_window_ms: window_ms, ..JoinOptions::default() };
+            let summary = watchnext_feedback::parquet::write_training_set(reader(&data)?, &path, options)?;
+            println!(
+                "joined {} events: {} training rows from {} impressions; {} outcomes matched, {} unmatched (no \
+                 impression within the window), {} organic events, {} rows emitted early (pending cap)",
+                summary.events,
+                summary.rows,
+                summary.impressions,
+                summary.matched_outcomes,
+                summary.unmatched_outcomes,
+                summary.organic_events,
+                summary.evicted
+            );
+            println!("-> {} in {:.1}s", path.display(), started.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+fn ensure_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The data commands as a user runs them: `world generate`, `import`,
+//! `export`, on real folders.
+
+use std::{path::Path, process::Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_watchnext");
+
+fn watchnext(data: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--log-level", "warn"])
+        .args(args)
+        .output()
+        .expect("run watchnext");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn segments(data: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(data.join("feedback"))
+        .expect("log folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .map(|p| (p.file_name().expect("name").to_string_lossy().into_owned(), std::fs::read(&p).expect("read")))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn world_generate_is_deterministic_refuses_a_used_folder_and_exports_training_rows() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, c) = (root.path().join("a"), root.path().join("b"), root.path().join("c"));
+    let generate = ["world", "generate", "--preset", "toy", "--events", "20000", "--seed", "7"];
+    for dir in [&a, &b] {
+        let (ok, out) = watchnext(dir, &generate);
+        assert!(ok, "{out}");
+        assert!(out.contains("20000 events"), "{out}");
+    }
+    assert!(a.join("catalog.jsonl").is_file() && a.join("world.json").is_file());
+    assert_eq!(segments(&a), segments(&b), "same seed, byte-identical log");
+    assert_eq!(std::fs::read(a.join("catalog.jsonl")).unwrap(), std::fs::read(b.join("catalog.jsonl")).unwrap());
+    let (ok, _) = watchnext(&c, &["world", "generate", "--preset", "toy", "--events", "20000", "--seed", "8"]);
+    assert!(ok);
+    assert_ne!(segments(&a), segments(&c), "another seed, another log");
+
+    let (ok, out) = watchnext(&a, &generate);
+    assert!(!ok && out.contains("already holds 20000 events"), "{out}");
+
+    let (ok, out) = watchnext(&a, &["export", "training-rows"]);
+    assert!(ok, "{out}");
+    let rows = watchnext_feedback::parquet::read_training_rows(a.join("exports/training_rows.parquet")).unwrap();
+    assert!(!rows.is_empty());
+    assert!(out.contains(&format!("{} training rows", rows.len())), "{out}");
+    assert!(rows.iter().all(|r| r.position >= 1 && !r.request_id.is_empty()));
+    assert!(rows.iter().any(|r| r.click) && rows.iter().any(|r| !r.click));
+
+    let (ok, out) = watchnext(&a, &["export", "events", "--out", root.path().join("e.parquet").to_str().unwrap()]);
+    assert!(ok && out.contains("exported 20000 events"), "{out}");
+}
+
+#[test]
+fn import_movielens_from_the_shared_data_keeps_every_rating() {
+    let ml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ml-latest-small");
+    if !ml.is_dir() {
+        eprintln!("skipping: {} is not present", ml.display());
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out) = watchnext(data.path(), &["import", "movielens", ml.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let events: Vec<_> =
+        watchnext_feedback::LogReader::open(data.path().join("feedback"), 1).unwrap().map(|r| r.unwrap().1).collect();
+    let ratings = events.iter().filter(|e| e.kind.name() == "rating").count();
+    assert_eq!(ratings, 100_836);
+    let users: std::collections::HashSet<_> = events.iter().map(|e| e.user.as_str()).collect();
+    assert_eq!(users.len(), 610);
+    let catalog = watchnext_core::catalog::Catalog::read(&data.path().join("catalog.jsonl")).unwrap();
+    assert_eq!(catalog.len(), 9_742);
+    assert!(events.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms), "time order");
+
+    let (ok, out) = watchnext(data.path(), &["import", "obd", ml.to_str().unwrap()]);
+    assert!(!ok && out.contains("already holds"), "{out}");
+}
+
+#[test]
+fn a_bad_import_path_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out) = watchnext(data.path(), &["import", "movielens", "/no/such/folder"]);
+    assert!(!ok);
+    assert!(out.contains("/no/such/folder"), "{out}");
+}
