@@ -21,6 +21,7 @@ pub mod datadir;
 pub mod error;
 pub mod event;
 pub mod fsutil;
+pub mod generator;
 pub mod ids;
 pub mod request;
 pub mod role;
