@@ -29,5 +29,5 @@ pub mod role;
 pub use config::{Config, ConfigError};
 pub use error::InvalidRequest;
 pub use ids::{RequestId, UserId, VideoId};
-pub use request::{Device, History, RequestContext};
+pub use request::{Device, History, Query, RequestContext};
 pub use role::Role;

@@ -381,7 +381,8 @@ mod tests {
 
     #[test]
     fn outcomes_after_the_window_do_not_count() {
-        let window = 30 * MIN;
+        let window = JoinOptions::default().attribution_window_ms;
+        assert_eq!(window, 360 * MIN, "the documented default");
         let events = vec![
             impression(0, "r1", "u1", "v1", 1),
             impression(0, "r1", "u1", "v2", 2),

@@ -25,4 +25,5 @@ pub mod data;
 pub mod grpc;
 pub mod health;
 pub mod middleware;
+pub mod tailer;
 pub mod telemetry;

@@ -161,7 +161,7 @@ impl FeedbackLog {
         let recovered = recovery::recover(&dir)?;
         let report = recovered.report;
         let shared = Arc::new(Shared::default());
-        shared.durable_last_seq.store(recovered.next_seq - 1, Ordering::Release);
+        shared.publish_durable(recovered.next_seq - 1);
         shared.segments.store(report.segments as u64, Ordering::Relaxed);
         let writer = Writer::new(
             dir.clone(),
@@ -216,6 +216,14 @@ impl FeedbackLog {
         let dir = &self.inner.dir;
         crate::segment::list_segments(dir).map_err(LogError::io("listing", dir.as_path()))?;
         Ok(LogReader::new(self.inner.dir.clone(), from_seq, Some(Arc::clone(&self.inner.shared))))
+    }
+
+    /// A receiver of the durable watermark (the last fsynced sequence
+    /// number): it changes after every commit, so a tailer can read up to
+    /// it with [`FeedbackLog::reader`] and then wait for the next change
+    /// instead of polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.durable_watch.subscribe()
     }
 
     /// The last durable sequence number; 0 for an empty log.

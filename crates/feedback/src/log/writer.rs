@@ -83,8 +83,11 @@ impl Reply {
 
 /// State the writer publishes to every handle. Atomics rather than a lock:
 /// each value is written by the writer alone and read independently.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
+    /// Publishes the durable watermark to tailers ([`FeedbackLog::subscribe`](super::FeedbackLog::subscribe)),
+    /// so they wait for new records instead of polling.
+    pub durable_watch: tokio::sync::watch::Sender<u64>,
     /// The last sequence number that is on disk and fsynced: readers never
     /// go past it, and [`FeedbackLog::last_seq`](super::FeedbackLog::last_seq) reports it.
     pub durable_last_seq: AtomicU64,
@@ -100,7 +103,30 @@ pub(crate) struct Shared {
     pub fail_next_write: std::sync::atomic::AtomicBool,
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            durable_watch: tokio::sync::watch::Sender::new(0),
+            durable_last_seq: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+            broken: OnceLock::new(),
+            #[cfg(test)]
+            fail_next_write: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
 impl Shared {
+    /// Sets the durable watermark and wakes tailers.
+    pub fn publish_durable(&self, seq: u64) {
+        self.durable_last_seq.store(seq, Ordering::Release);
+        self.durable_watch.send_replace(seq);
+    }
+
     pub fn durable_last_seq(&self) -> u64 {
         self.durable_last_seq.load(Ordering::Acquire)
     }
@@ -243,7 +269,7 @@ impl Writer {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
                 let events = self.next_seq - pending[0].ack.first_seq;
-                self.shared.durable_last_seq.store(self.next_seq - 1, Ordering::Release);
+                self.shared.publish_durable(self.next_seq - 1);
                 self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared.batches.fetch_add(pending.len() as u64, Ordering::Relaxed);
