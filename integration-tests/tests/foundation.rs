@@ -225,13 +225,16 @@ async fn single_role_processes_serve_only_their_role() {
     let services = watchnext_server::health::list_services(server.channel.clone()).await.unwrap();
     assert!(services.contains(&"watchnext.v1.CandidateGenerator".to_owned()));
     assert!(!services.contains(&"watchnext.v1.Ranker".to_owned()), "{services:?}");
-    // A one-generator process accepts an unnamed generator...
-    let err = server
+    // A one-generator process accepts an unnamed generator; without a
+    // catalogue it answers an empty list that says why, not an error.
+    let answer = server
         .generator()
         .generate(GenerateRequest { query_video_id: "v1".into(), max_candidates: 5, ..Default::default() })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.generator, pb::CandidateSource::Topic as i32);
+    assert!(answer.candidates.is_empty() && answer.note.contains("catalogue"), "{answer:?}");
     // ...and refuses one it does not host.
     let err = server
         .generator()

@@ -191,11 +191,31 @@ impl Default for RecommenderConfig {
 pub struct GeneratorsConfig {
     /// Largest `max_candidates` a client may ask one generator for.
     pub max_candidates: u32,
+    /// How often the co-watch tables are snapshotted to disk (0 = only at
+    /// shutdown); a restart loads the snapshot and replays the log after it.
+    pub snapshot_interval_seconds: u64,
+    /// How often `catalog.jsonl` is checked for changes (0 = never): a new
+    /// catalogue is loaded off the request path and swapped into every
+    /// generator, so new videos appear without a restart.
+    pub catalog_poll_seconds: u64,
+    /// Settings of each generator, passed to its crate, which validates
+    /// them and names the key on error (see deploy/watchnext.example.toml).
+    pub topic: serde_json::Value,
+    pub cowatch: serde_json::Value,
+    pub context: serde_json::Value,
 }
 
 impl Default for GeneratorsConfig {
     fn default() -> Self {
-        Self { max_candidates: 2_000 }
+        let empty = || serde_json::Value::Object(serde_json::Map::new());
+        Self {
+            max_candidates: 2_000,
+            snapshot_interval_seconds: 300,
+            catalog_poll_seconds: 10,
+            topic: empty(),
+            cowatch: empty(),
+            context: empty(),
+        }
     }
 }
 

@@ -19,6 +19,26 @@ use crate::{
 
 pub use pb::CandidateSource as Source;
 
+/// Every candidate source, in wire order.
+pub const SOURCES: [Source; 5] =
+    [Source::Unspecified, Source::Topic, Source::Cowatch, Source::Sequence, Source::Context];
+
+/// The lowercase name a candidate source has in files, logs and reports.
+pub fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Unspecified => "unspecified",
+        Source::Topic => "topic",
+        Source::Cowatch => "cowatch",
+        Source::Sequence => "sequence",
+        Source::Context => "context",
+    }
+}
+
+/// The source with that lowercase name.
+pub fn source_from_name(name: &str) -> Option<Source> {
+    SOURCES.into_iter().find(|s| source_name(*s) == name)
+}
+
 /// The exact features the ranker used for one candidate.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FeatureVector {

@@ -130,22 +130,7 @@ pub fn event_schema() -> SchemaRef {
     ]))
 }
 
-/// The name a candidate source has in files.
-pub fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Unspecified => "unspecified",
-        Source::Topic => "topic",
-        Source::Cowatch => "cowatch",
-        Source::Sequence => "sequence",
-        Source::Context => "context",
-    }
-}
-
-fn source_from_name(name: &str) -> Option<Source> {
-    [Source::Unspecified, Source::Topic, Source::Cowatch, Source::Sequence, Source::Context]
-        .into_iter()
-        .find(|s| source_name(*s) == name)
-}
+pub use watchnext_core::event::{source_from_name, source_name};
 
 // ---------------------------------------------------------------------------
 // Crash-safe file

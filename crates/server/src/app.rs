@@ -32,6 +32,7 @@ use watchnext_proto::{
 };
 
 use crate::{
+    generators::{self, Hosted},
     grpc::{
         admin::{AdminAuth, AdminService},
         feedback::FeedbackService,
@@ -193,6 +194,79 @@ pub fn open_feedback_log(config: &Config) -> anyhow::Result<watchnext_feedback::
     Ok(log)
 }
 
+/// Reloads `catalog.jsonl` into every hosted generator when its
+/// modification time changes, checked every `interval_s` seconds.
+fn watch_catalog(config: &Config, hosted: &Hosted, interval_s: u64) {
+    if interval_s == 0 || hosted.generators.is_empty() {
+        return;
+    }
+    let path = watchnext_core::datadir::DataDir::new(&config.data.dir).catalog();
+    let generators: Vec<Arc<dyn watchnext_core::generator::Generator>> =
+        hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(interval_s));
+        loop {
+            tick.tick().await;
+            let now = modified(&path);
+            if now.is_none() || now == seen {
+                continue;
+            }
+            seen = now;
+            let (path, generators) = (path.clone(), generators.clone());
+            let loaded = tokio::task::spawn_blocking(move || {
+                let catalog = Arc::new(watchnext_core::catalog::Catalog::read(&path)?);
+                for g in &generators {
+                    g.update_catalog(&catalog);
+                }
+                Ok::<_, watchnext_core::catalog::CatalogError>(catalog.len())
+            })
+            .await;
+            match loaded {
+                Ok(Ok(videos)) => tracing::info!(videos, "new catalogue swapped into the generators"),
+                Ok(Err(err)) => tracing::warn!(%err, "the changed catalogue is unreadable; keeping the previous one"),
+                Err(err) => tracing::error!(%err, "catalogue reload task failed"),
+            }
+        }
+    });
+}
+
+/// Feeds every hosted generator from the log: co-watch from its snapshot on,
+/// snapshotting every `interval_s` seconds (0: never), the others from the
+/// start.
+fn follow_log(log: &watchnext_feedback::FeedbackLog, hosted: &Hosted, interval_s: u64) {
+    for (role, generator, from) in &hosted.generators {
+        let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
+            (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
+            _ => None,
+        };
+        crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after);
+    }
+}
+
+/// Snapshots the co-watch tables after a delivery when `interval_s` has
+/// passed since the last snapshot; the snapshot then covers exactly the log
+/// prefix delivered.
+fn snapshot_hook(
+    cowatch: Arc<watchnext_cowatch::CowatchGenerator>,
+    path: std::path::PathBuf,
+    interval_s: u64,
+) -> crate::tailer::AfterDelivery {
+    let last = std::sync::Mutex::new(Instant::now());
+    Arc::new(move |covered| {
+        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() < Duration::from_secs(interval_s) {
+            return;
+        }
+        *last = Instant::now();
+        match cowatch.snapshot(&path, covered) {
+            Ok(info) => tracing::info!(covered, bytes = info.bytes, "co-watch snapshot written"),
+            Err(err) => tracing::warn!(%err, "co-watch snapshot failed; the log still holds everything"),
+        }
+    })
+}
+
 /// Starts serving `config.server.role`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
@@ -228,15 +302,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info.set_service(service_names::RECOMMENDER, false, "no candidate generators or ranking model in this build")
             .await;
     }
-    let generators: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
-    if !generators.is_empty() {
-        for g in &generators {
-            let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, g.name());
-            info.set_service(&name, false, "no index in this build").await;
+    let generator_roles: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
+    let hosted = if generator_roles.is_empty() {
+        Hosted::default()
+    } else {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || generators::build(&config)).await??
+    };
+    if !generator_roles.is_empty() {
+        let mut any_serving = false;
+        let mut entries = Vec::new();
+        for r in &generator_roles {
+            let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, r.name());
+            let generator = hosted.get(*r).cloned();
+            match generator.as_ref().map(|g| g.ready()) {
+                Some(Ok(())) => {
+                    any_serving = true;
+                    info.set_service(&name, true, "").await;
+                }
+                Some(Err(why)) => info.set_service(&name, false, &why).await,
+                None => info.set_service(&name, false, "needs a trained sequence model (not in this build)").await,
+            }
+            entries.push((*r, generator));
         }
-        info.set_service(service_names::CANDIDATE_GENERATOR, false, "no generator has an index in this build").await;
+        let detail = if any_serving { "" } else { "no hosted generator is ready" };
+        info.set_service(service_names::CANDIDATE_GENERATOR, any_serving, detail).await;
+        watch_catalog(&config, &hosted, config.generators.catalog_poll_seconds);
         routes.add_service(
-            CandidateGeneratorServer::new(GeneratorService::new(generators, config.generators.max_candidates))
+            CandidateGeneratorServer::new(GeneratorService::new(entries, config.generators.max_candidates))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
@@ -251,6 +344,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if role.includes(Role::Feedback) {
         let log = open_feedback_log(&config)?;
+        follow_log(&log, &hosted, config.generators.snapshot_interval_seconds);
         routes.add_service(
             FeedbackServer::new(FeedbackService::new(log, config.feedback.max_batch_events))
                 .max_decoding_message_size(max_msg)

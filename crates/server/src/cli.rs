@@ -69,6 +69,9 @@ pub enum Command {
     /// Export the feedback log to Parquet: raw events, or joined training rows.
     #[command(subcommand)]
     Export(crate::data::ExportCommand),
+    /// Offline evaluation on the data folder (generators today).
+    #[command(subcommand)]
+    Eval(crate::data::EvalCommand),
     /// Ask a running server for the health of each of its services.
     Health {
         /// The server's gRPC address.
@@ -151,6 +154,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::data::export(&config, command))
+            }
+            Command::Eval(command) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::data::eval(&config, command))
             }
             Command::Health { addr } => {
                 let report = health::check(&addr).await?;

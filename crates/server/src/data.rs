@@ -117,6 +117,46 @@ pub enum ExportCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Leave-last-out evaluation of every candidate generator, their union
+    /// and a popularity baseline on the data folder's log (and, for a
+    /// synthetic world, against its ground truth).
+    Generators {
+        /// Cut-offs K for HR@K and NDCG@K.
+        #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+        k: Vec<usize>,
+        /// At most this many held-out users.
+        #[arg(long, default_value_t = 2_000)]
+        users: usize,
+    },
+}
+
+/// `watchnext eval ...`
+pub fn eval(config: &Config, command: EvalCommand) -> anyhow::Result<()> {
+    let EvalCommand::Generators { k, users } = command;
+    let data = DataDir::new(&config.data.dir);
+    let catalog = std::sync::Arc::new(
+        Catalog::read(&data.catalog()).with_context(|| format!("reading {}", data.catalog().display()))?,
+    );
+    let events: Vec<_> = reader(&data)?.map(|r| r.map(|(_, e)| e)).collect::<Result<_, _>>()?;
+    let world = if data.world_config().is_file() {
+        Some(World::build(&WorldConfig::read(&data.world_config())?)?)
+    } else {
+        None
+    };
+    let mut all = config.clone();
+    all.server.role = watchnext_core::Role::All;
+    let hosted = crate::generators::build_with(&all, false, false)?;
+    let generators: Vec<_> = hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
+    let options = watchnext_eval::generators::EvalOptions { ks: k, max_cases: users, ..Default::default() };
+    let started = std::time::Instant::now();
+    let report = watchnext_eval::generators::evaluate(&generators, &catalog, &events, world.as_ref(), &options);
+    println!("{report}");
+    println!("({} events, evaluated in {:.1}s)", events.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// Opens the data folder's log and refuses one that already holds events.
 fn empty_log(config: &Config) -> anyhow::Result<FeedbackLog> {
     let log = crate::app::open_feedback_log(config)?;

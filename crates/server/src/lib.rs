@@ -22,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod data;
+pub mod generators;
 pub mod grpc;
 pub mod health;
 pub mod middleware;

@@ -21,10 +21,20 @@ pub struct TailProgress {
     pub next_seq: watch::Receiver<u64>,
 }
 
+/// Called on the tailer's blocking thread after each delivery with the last
+/// sequence number delivered, e.g. to snapshot state that then covers
+/// exactly that prefix of the log.
+pub type AfterDelivery = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Starts tailing `log` from `from_seq` into `observers` on the tokio
 /// runtime; the reading and `observe` calls run on blocking threads. The
 /// task ends when the log is closed.
-pub fn spawn(log: FeedbackLog, from_seq: u64, observers: Vec<Arc<dyn Generator>>) -> TailProgress {
+pub fn spawn(
+    log: FeedbackLog,
+    from_seq: u64,
+    observers: Vec<Arc<dyn Generator>>,
+    after: Option<AfterDelivery>,
+) -> TailProgress {
     let (progress_tx, progress_rx) = watch::channel(from_seq.max(1));
     let mut durable = log.subscribe();
     tokio::spawn(async move {
@@ -33,7 +43,15 @@ pub fn spawn(log: FeedbackLog, from_seq: u64, observers: Vec<Arc<dyn Generator>>
             // Read and deliver everything durable past `next`.
             let log_for_read = log.clone();
             let observers_for_read = observers.clone();
-            let step = tokio::task::spawn_blocking(move || deliver(&log_for_read, next, &observers_for_read)).await;
+            let after = after.clone();
+            let step = tokio::task::spawn_blocking(move || {
+                let result = deliver(&log_for_read, next, &observers_for_read);
+                if let (Ok(after_seq), Some(hook)) = (&result, after) {
+                    hook(after_seq - 1);
+                }
+                result
+            })
+            .await;
             match step {
                 Ok(Ok(after)) => next = after,
                 Ok(Err(err)) => {
@@ -129,7 +147,10 @@ mod tests {
         log.append(vec![watch("a"), watch("b"), watch("c")]).await.unwrap();
         let recorder = Arc::new(Recorder::default());
         // Start after the first record, as if a snapshot covered it.
-        let mut progress = spawn(log.clone(), 2, vec![recorder.clone() as Arc<dyn Generator>]);
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let hook_seen = delivered.clone();
+        let hook: AfterDelivery = Arc::new(move |seq| hook_seen.lock().unwrap().push(seq));
+        let mut progress = spawn(log.clone(), 2, vec![recorder.clone() as Arc<dyn Generator>], Some(hook));
         progress.next_seq.wait_for(|n| *n == 4).await.unwrap();
         assert_eq!(*recorder.0.lock().unwrap(), ["b", "c"]);
 
@@ -137,5 +158,8 @@ mod tests {
         log.append(vec![watch("e"), watch("f")]).await.unwrap();
         progress.next_seq.wait_for(|n| *n == 7).await.unwrap();
         assert_eq!(*recorder.0.lock().unwrap(), ["b", "c", "d", "e", "f"]);
+        let delivered = delivered.lock().unwrap().clone();
+        assert_eq!(delivered.first(), Some(&3), "the hook sees what each delivery covered");
+        assert_eq!(delivered.last(), Some(&6));
     }
 }

@@ -37,10 +37,35 @@ pub struct TestServer {
     _data: tempfile::TempDir,
 }
 
+/// Fills `dir` with a synthetic world (the `toy` preset: 1,000 videos, 500
+/// users) and `events` events of its popularity logging policy, as
+/// `watchnext world generate` does, and returns the world (its ground truth).
+pub fn prepare_world(dir: &Path, seed: u64, events: u64) -> anyhow::Result<watchnext_world::World> {
+    let data = watchnext_core::datadir::DataDir::new(dir);
+    let config = watchnext_world::WorldConfig::toy().with_seed(seed);
+    let world = watchnext_world::World::build(&config)?;
+    config.write(&data.world_config())?;
+    world.catalog().write(&data.catalog())?;
+    let (log, _) = watchnext_feedback::FeedbackLog::open(data.feedback_log(), Default::default())?;
+    let mut sink = log.bulk_writer();
+    watchnext_world::generate_logs(&world, watchnext_world::LoggingPolicy::default(), events, &mut sink, false)?;
+    sink.finish()?;
+    Ok(world)
+}
+
 impl TestServer {
     /// Starts a server with [`test_config`] adjusted by `adjust`.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_with_data(|_| Ok(()), adjust).await
+    }
+
+    /// Like [`TestServer::start`], after `prepare` filled the data folder.
+    pub async fn start_with_data(
+        prepare: impl FnOnce(&Path) -> anyhow::Result<()>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
+        prepare(data.path())?;
         let mut config = test_config(data.path());
         adjust(&mut config);
         watchnext_server::telemetry::init_logging(&config.log);

@@ -1,11 +1,15 @@
 //! `watchnext.v1.CandidateGenerator`: one service for all four generators.
 //! A process hosting several (the all-in-one) routes by the request's
 //! `generator` field; a single-generator process also accepts UNSPECIFIED.
+//! `generate` reads indexes that are swapped atomically and answers in
+//! microseconds, so it runs inline on the async worker.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use watchnext_core::{InvalidRequest, Role, request::Query};
+use watchnext_core::{InvalidRequest, Role, generator::Generator, request::Query};
 use watchnext_proto::v1::{
-    CandidateSource, GenerateRequest, GenerateResponse, candidate_generator_server::CandidateGenerator,
+    Candidate, CandidateSource, GenerateRequest, GenerateResponse, candidate_generator_server::CandidateGenerator,
 };
 
 /// The generator role behind a wire `CandidateSource`.
@@ -19,32 +23,40 @@ pub fn role_of(source: CandidateSource) -> Option<Role> {
     }
 }
 
+/// A generator role this process serves, with its generator when it could
+/// be built (the sequence generator needs a trained model).
+pub type HostedRole = (Role, Option<Arc<dyn Generator>>);
+
 /// Serves `Generate` for the generators this process hosts.
 #[derive(Debug)]
 pub struct GeneratorService {
-    hosted: Vec<Role>,
+    hosted: Vec<HostedRole>,
     max_candidates: u32,
 }
 
 impl GeneratorService {
-    /// `hosted` lists generator roles (a subset of [`Role::GENERATORS`]).
-    pub fn new(hosted: Vec<Role>, max_candidates: u32) -> Self {
+    pub fn new(hosted: Vec<HostedRole>, max_candidates: u32) -> Self {
         Self { hosted, max_candidates }
     }
 
-    fn pick(&self, requested: i32) -> Result<Role, Status> {
-        let names = || self.hosted.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ");
+    fn pick(&self, requested: i32) -> Result<&HostedRole, Status> {
+        let names = || self.hosted.iter().map(|(r, _)| r.name()).collect::<Vec<_>>().join(", ");
         let source = CandidateSource::try_from(requested)
             .map_err(|_| InvalidRequest::new("generator", format!("unknown candidate source {requested}")))?;
-        match role_of(source) {
-            None if self.hosted.len() == 1 => Ok(self.hosted[0]),
-            None => Err(InvalidRequest::new(
-                "generator",
-                format!("this process hosts several generators; name one of: {}", names()),
-            )
-            .into()),
-            Some(role) if self.hosted.contains(&role) => Ok(role),
-            Some(role) => Err(Status::not_found(format!(
+        let role = match role_of(source) {
+            None if self.hosted.len() == 1 => self.hosted[0].0,
+            None => {
+                return Err(InvalidRequest::new(
+                    "generator",
+                    format!("this process hosts several generators; name one of: {}", names()),
+                )
+                .into());
+            }
+            Some(role) => role,
+        };
+        match self.hosted.iter().find(|(r, _)| *r == role) {
+            Some(hosted) => Ok(hosted),
+            None => Err(Status::not_found(format!(
                 "the {role} generator is not served by this process (it serves: {})",
                 names()
             ))),
@@ -55,10 +67,25 @@ impl GeneratorService {
 #[tonic::async_trait]
 impl CandidateGenerator for GeneratorService {
     async fn generate(&self, request: Request<GenerateRequest>) -> Result<Response<GenerateResponse>, Status> {
-        let role = self.pick(request.get_ref().generator)?;
-        let (_query, _n) = Query::from_generate(request.get_ref(), self.max_candidates, super::now_ms())?;
-        Err(super::missing(&format!(
-            "the {role} candidate generator has no index yet: building one is not part of this build of watchnext"
-        )))
+        let (role, generator) = self.pick(request.get_ref().generator)?;
+        let role = *role;
+        let (query, max) = Query::from_generate(request.get_ref(), self.max_candidates, super::now_ms())?;
+        let Some(generator) = generator else {
+            return Err(super::missing(&format!(
+                "the {role} generator needs a trained model, which this build of watchnext cannot produce yet"
+            )));
+        };
+        let source = generator.source();
+        let generated = generator.generate(&query, max);
+        Ok(Response::new(GenerateResponse {
+            generator: source as i32,
+            candidates: generated
+                .candidates
+                .into_iter()
+                .map(|c| Candidate { video_id: c.video.as_str().to_owned(), source: source as i32, score: c.score })
+                .collect(),
+            note: generated.note,
+            index_version: generated.version,
+        }))
     }
 }

@@ -1,0 +1,19 @@
+//! Offline evaluation, shared by every part of watchnext that must prove it
+//! works on held-out data.
+//!
+//! - [`metrics`]: AUC, squared error, recall@K / HR@K and NDCG@K (binary and
+//!   graded), written once so the trainer's report and the generators'
+//!   report compute them the same way.
+//! - [`generators`]: the leave-last-out harness. Every user's last watch is
+//!   held out; the generators learn from everything that happened before
+//!   (catalogue + `observe` of the earlier events, in time order); each is
+//!   then asked for candidates for the user's previous watch as the query
+//!   video, with the earlier watches as history. Recall@K, HR@K and NDCG@K
+//!   of each generator, of their union (reciprocal-rank fusion) and of a
+//!   popularity baseline are reported side by side. On the synthetic world
+//!   the same lists are also scored against **ground truth**: NDCG@K with
+//!   the true click probability as graded relevance, against the ideal list
+//!   over the whole catalogue.
+
+pub mod generators;
+pub mod metrics;

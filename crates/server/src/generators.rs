@@ -1,0 +1,101 @@
+//! The generators a process hosts, built from config and the data folder.
+//!
+//! At start-up each hosted generator is constructed from its section of
+//! `[generators.*]` (validated by its own crate, errors naming the key), the
+//! co-watch tables are loaded from their snapshot when there is one, and the
+//! catalogue (`catalog.jsonl`) is handed to every generator. Online updates
+//! then come from the feedback log through the [`crate::tailer`]: from the
+//! snapshot's sequence number for co-watch, from the start for the others
+//! (their state is cheap to rebuild).
+//!
+//! The sequence generator needs a trained sequence model, which this build
+//! cannot produce yet; a process hosting that role answers its Generate
+//! calls with FAILED_PRECONDITION saying so.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use watchnext_core::{Config, Role, catalog::Catalog, datadir::DataDir, generator::Generator};
+use watchnext_cowatch::{CowatchConfig, CowatchGenerator};
+
+/// The generators of one process.
+#[derive(Debug, Default)]
+pub struct Hosted {
+    /// `(role, generator, first log sequence number it still needs)`.
+    pub generators: Vec<(Role, Arc<dyn Generator>, u64)>,
+    /// The co-watch generator again, typed, for snapshots.
+    pub cowatch: Option<Arc<CowatchGenerator>>,
+    /// Where co-watch snapshots go.
+    pub cowatch_snapshot: PathBuf,
+}
+
+impl Hosted {
+    /// The generator serving `role`, if built.
+    pub fn get(&self, role: Role) -> Option<&Arc<dyn Generator>> {
+        self.generators.iter().find(|(r, _, _)| *r == role).map(|(_, g, _)| g)
+    }
+}
+
+fn section<T: DeserializeOwned>(key: &str, value: &serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(value.clone()).with_context(|| format!("configuration key `generators.{key}`"))
+}
+
+/// The path of the co-watch snapshot inside a data folder.
+pub fn cowatch_snapshot_path(data: &DataDir) -> PathBuf {
+    data.root().join("snapshots").join("cowatch.snap")
+}
+
+/// Builds the generators `role` hosts and gives them the catalogue.
+pub fn build(config: &Config) -> anyhow::Result<Hosted> {
+    build_with(config, true, true)
+}
+
+/// Builds the generators `role` hosts: from the co-watch snapshot when
+/// `load_snapshot` and one exists, and with the catalogue when `load_catalog`.
+pub fn build_with(config: &Config, load_snapshot: bool, load_catalog: bool) -> anyhow::Result<Hosted> {
+    let role = config.server.role;
+    let data = DataDir::new(&config.data.dir);
+    let mut hosted = Hosted { cowatch_snapshot: cowatch_snapshot_path(&data), ..Hosted::default() };
+    if role.includes(Role::Topic) {
+        let c: watchnext_topic::TopicConfig = section("topic", &config.generators.topic)?;
+        let g = watchnext_topic::TopicGenerator::new(c).context("configuration key `generators.topic`")?;
+        hosted.generators.push((Role::Topic, Arc::new(g), 1));
+    }
+    if role.includes(Role::Cowatch) {
+        let c: CowatchConfig = section("cowatch", &config.generators.cowatch)?;
+        let (g, from) = if load_snapshot && hosted.cowatch_snapshot.is_file() {
+            let (g, info) = CowatchGenerator::load(&hosted.cowatch_snapshot, c)
+                .with_context(|| format!("loading {}", hosted.cowatch_snapshot.display()))?;
+            tracing::info!(covered_seq = info.covered_seq, videos = info.videos, "co-watch snapshot loaded");
+            (g, info.covered_seq + 1)
+        } else {
+            (CowatchGenerator::new(c).context("configuration key `generators.cowatch`")?, 1)
+        };
+        let g = Arc::new(g);
+        hosted.cowatch = Some(g.clone());
+        hosted.generators.push((Role::Cowatch, g, from));
+    }
+    if role.includes(Role::Context) {
+        let c: watchnext_context::ContextConfig = section("context", &config.generators.context)?;
+        let g = watchnext_context::ContextGenerator::new(c).context("configuration key `generators.context`")?;
+        hosted.generators.push((Role::Context, Arc::new(g), 1));
+    }
+    let catalog_path = data.catalog();
+    if !load_catalog {
+        return Ok(hosted);
+    }
+    if !hosted.generators.is_empty() && catalog_path.is_file() {
+        let catalog = Arc::new(
+            Catalog::read(&catalog_path)
+                .with_context(|| format!("loading the catalogue {}", catalog_path.display()))?,
+        );
+        for (_, g, _) in &hosted.generators {
+            g.update_catalog(&catalog);
+        }
+        tracing::info!(videos = catalog.len(), "catalogue loaded into the generators");
+    } else if !hosted.generators.is_empty() {
+        tracing::warn!(path = %catalog_path.display(), "no catalogue yet: generators answer with empty lists");
+    }
+    Ok(hosted)
+}
