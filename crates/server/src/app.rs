@@ -235,13 +235,32 @@ fn watch_catalog(config: &Config, hosted: &Hosted, interval_s: u64) {
 /// Feeds every hosted generator from the log: co-watch from its snapshot on,
 /// snapshotting every `interval_s` seconds (0: never), the others from the
 /// start.
-fn follow_log(log: &watchnext_feedback::FeedbackLog, hosted: &Hosted, interval_s: u64) {
+///
+/// Each generator's health follows its readiness as the log is delivered
+/// (co-watch, say, becomes ready once it has observed some watches).
+fn follow_log(log: &watchnext_feedback::FeedbackLog, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) {
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
             _ => None,
         };
-        crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after);
+        let mut progress = crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after).next_seq;
+        let (info, generator, role) = (info.clone(), generator.clone(), *role);
+        tokio::spawn(async move {
+            let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, role.name());
+            let mut serving = None;
+            while progress.changed().await.is_ok() {
+                let ready = generator.ready();
+                let ok = ready.is_ok();
+                if serving != Some(ok) {
+                    serving = Some(ok);
+                    info.set_service(&name, ok, ready.err().as_deref().unwrap_or("")).await;
+                    if ok {
+                        info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -344,7 +363,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if role.includes(Role::Feedback) {
         let log = open_feedback_log(&config)?;
-        follow_log(&log, &hosted, config.generators.snapshot_interval_seconds);
+        follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
         routes.add_service(
             FeedbackServer::new(FeedbackService::new(log, config.feedback.max_batch_events))
                 .max_decoding_message_size(max_msg)

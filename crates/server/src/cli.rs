@@ -57,8 +57,10 @@ pub enum Command {
         #[arg(long)]
         role: Option<Role>,
     },
-    /// Run the main job on the embedded default: start the all-in-one server,
-    /// check every service over gRPC, and keep serving until Ctrl-C.
+    /// Run the main job on the embedded default: fill an empty data folder
+    /// with the synthetic world, start the all-in-one server, show candidate
+    /// lists for a simulated user over gRPC, check every service, and keep
+    /// serving until Ctrl-C.
     Demo,
     /// The synthetic world: generate a catalogue and logs with ground truth.
     #[command(subcommand)]
@@ -132,9 +134,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     config.admin.token = uuid::Uuid::new_v4().simple().to_string();
                     println!("Admin token for this run: {}", config.admin.token);
                 }
+                {
+                    let config = config.clone();
+                    tokio::task::block_in_place(|| crate::data::ensure_demo_world(&config))?;
+                }
+                let data_dir = config.data.dir.clone();
                 let running = app::start(config).await?;
                 announce(&running);
-                let report = health::check(&format!("http://{}", running.addr)).await?;
+                let url = format!("http://{}", running.addr);
+                crate::demo::show_candidates(&url, &data_dir).await?;
+                let report = health::check(&url).await?;
                 println!("{report}");
                 println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
                 println!("Try:  grpcurl -plaintext {} list", running.addr);

@@ -157,6 +157,28 @@ pub fn eval(config: &Config, command: EvalCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For the demo: fills an empty data folder with the default synthetic
+/// world (1M events of its popularity logging policy), as `world generate`
+/// would; a folder that already has a catalogue is left as it is.
+pub fn ensure_demo_world(config: &Config) -> anyhow::Result<()> {
+    let data = DataDir::new(&config.data.dir);
+    if data.catalog().is_file() {
+        println!("data folder {}: using the catalogue and log already there", data.root().display());
+        return Ok(());
+    }
+    println!("data folder {} is empty: generating the default synthetic world", data.root().display());
+    world(
+        config,
+        WorldCommand::Generate {
+            preset: "default".into(),
+            seed: 1,
+            events: 1_000_000,
+            policy: PolicyArg::Popularity,
+            noise: 1.0,
+        },
+    )
+}
+
 /// Opens the data folder's log and refuses one that already holds events.
 fn empty_log(config: &Config) -> anyhow::Result<FeedbackLog> {
     let log = crate::app::open_feedback_log(config)?;

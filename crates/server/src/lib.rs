@@ -22,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod data;
+pub mod demo;
 pub mod generators;
 pub mod grpc;
 pub mod health;

@@ -36,6 +36,7 @@ pub fn spawn(
     after: Option<AfterDelivery>,
 ) -> TailProgress {
     let (progress_tx, progress_rx) = watch::channel(from_seq.max(1));
+    let progress_tx = Arc::new(progress_tx);
     let mut durable = log.subscribe();
     tokio::spawn(async move {
         let mut next = from_seq.max(1);
@@ -44,8 +45,11 @@ pub fn spawn(
             let log_for_read = log.clone();
             let observers_for_read = observers.clone();
             let after = after.clone();
+            let progress = progress_tx.clone();
             let step = tokio::task::spawn_blocking(move || {
-                let result = deliver(&log_for_read, next, &observers_for_read);
+                let result = deliver(&log_for_read, next, &observers_for_read, &|n| {
+                    let _ = progress.send(n);
+                });
                 if let (Ok(after_seq), Some(hook)) = (&result, after) {
                     hook(after_seq - 1);
                 }
@@ -75,12 +79,13 @@ pub fn spawn(
     TailProgress { next_seq: progress_rx }
 }
 
-/// Delivers every durable record from `from` on, in chunks; returns the next
-/// sequence number to read.
+/// Delivers every durable record from `from` on, in chunks, reporting the
+/// next sequence number to read after each chunk; returns it at the end.
 fn deliver(
     log: &FeedbackLog,
     from: u64,
     observers: &[Arc<dyn Generator>],
+    progress: &dyn Fn(u64),
 ) -> Result<u64, watchnext_feedback::LogError> {
     let mut reader = log.reader(from)?;
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -95,6 +100,7 @@ fn deliver(
                 observer.observe(&chunk);
             }
             chunk.clear();
+            progress(reader.next_seq());
         }
         if done {
             return Ok(reader.next_seq());
