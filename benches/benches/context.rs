@@ -10,78 +10,10 @@ use std::{hint::black_box, sync::Arc, time::Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use watchnext_context::{ContextConfig, ContextGenerator};
-use watchnext_core::{
-    History, RequestContext, RequestId, VideoId,
-    event::{Event, EventKind, EventSink},
-    generator::Generator,
-    request::{HistoryEntry, Query},
-};
+use watchnext_core::{History, VideoId, generator::Generator, request::Query};
 use watchnext_world::{LoggingPolicy, World, WorldConfig, generate_logs};
 
-const BATCH: usize = 10_000;
-const HISTORY: usize = 20;
-const QUERIES: usize = 2_000;
-const MAX: usize = 100;
-
-/// Feeds a generator in batches and keeps held-out queries from the tail of the stream.
-struct Feed<'a> {
-    world: &'a World,
-    generator: &'a dyn Generator,
-    batch: Vec<Event>,
-    /// Last watches of each user (dense video indices), newest last.
-    history: Vec<Vec<u32>>,
-    /// Events pushed so far; queries are taken after `tail_from`.
-    pushed: u64,
-    tail_from: u64,
-    queries: Vec<Query>,
-}
-
-impl EventSink for Feed<'_> {
-    type Error = std::convert::Infallible;
-
-    fn push(&mut self, event: Event) -> Result<(), Self::Error> {
-        self.pushed += 1;
-        if let EventKind::Watch { .. } = event.kind
-            && let (Some(u), Some(v)) =
-                (self.world.user_index(event.user.as_str()), self.world.video_index(event.video.as_str()))
-        {
-            let h = &mut self.history[u as usize];
-            if self.pushed >= self.tail_from && self.queries.len() < QUERIES && !h.is_empty() {
-                self.queries.push(query(self.world, &event, h));
-            }
-            h.push(v);
-            if h.len() > HISTORY {
-                h.remove(0);
-            }
-        }
-        self.batch.push(event);
-        if self.batch.len() >= BATCH {
-            self.generator.observe(&self.batch);
-            self.batch.clear();
-        }
-        Ok(())
-    }
-}
-
-fn query(world: &World, event: &Event, history: &[u32]) -> Query {
-    Query {
-        request_id: RequestId::parse("request_id", "bench").expect("valid id"),
-        user: event.user.clone(),
-        query_video: event.video.clone(),
-        device: event.device,
-        history: History(
-            history
-                .iter()
-                .map(|&v| HistoryEntry {
-                    video: world.video_id(v).clone(),
-                    watched_at_ms: event.timestamp_ms,
-                    seconds_watched: 60.0,
-                })
-                .collect(),
-        ),
-        context: RequestContext { time_ms: event.timestamp_ms, ..RequestContext::default() },
-    }
-}
+use watchnext_benches::feed::{BATCH, Feed, MAX};
 
 /// A generator that has observed `events` events of `config`'s world, and queries.
 fn setup(name: &str, config: &WorldConfig, events: u64) -> (ContextGenerator, Vec<Query>) {
