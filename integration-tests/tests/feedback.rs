@@ -73,3 +73,23 @@ async fn acknowledged_batches_are_in_the_log_and_bad_ones_are_not() {
     assert!(videos[2..].iter().all(|v| v == "ok"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_streams_the_log_from_a_sequence_number_then_follows_new_commits() {
+    let server = TestServer::all_in_one().await.unwrap();
+    let mut client = server.feedback();
+    client.record(RecordRequest { events: vec![click("u1", "a"), click("u1", "b"), click("u1", "c")] }).await.unwrap();
+    let mut stream = client.tail(pb::TailRequest { from_sequence: 2, max_batch: 0 }).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.first_sequence, 2);
+    let videos: Vec<_> = first.events.iter().map(|e| e.video_id.as_str()).collect();
+    assert_eq!(videos, ["b", "c"]);
+    // A later commit arrives on the open stream.
+    client.record(RecordRequest { events: vec![click("u2", "d")] }).await.unwrap();
+    let next =
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.first_sequence, 4);
+    assert_eq!(next.events[0].video_id, "d");
+    assert_eq!(next.events[0], click("u2", "d"), "the event as recorded");
+    server.stop().await.unwrap();
+}

@@ -169,3 +169,42 @@ async fn a_catalogue_swap_under_load_loses_no_request_and_adds_the_new_video() {
     assert!(ok.load(Ordering::Relaxed) > 50);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cowatch_role_of_a_split_deployment_learns_through_feedback_tail() {
+    use watchnext_core::Role;
+    let feedback = TestServer::start(|c| c.server.role = Role::Feedback).await.unwrap();
+    let url = format!("http://{}", feedback.addr());
+    let cowatch = TestServer::start(|c| {
+        c.server.role = Role::Cowatch;
+        c.endpoints.feedback = url;
+    })
+    .await
+    .unwrap();
+    let mut events = Vec::new();
+    for u in 0..10 {
+        for (i, video) in ["query", "partner"].into_iter().enumerate() {
+            events.push(FeedbackEvent {
+                user_id: format!("split-user-{u}"),
+                video_id: video.into(),
+                timestamp_ms: 1_900_000_000_000 + u * 1_000 + i as i64 * 100,
+                event: Some(Event::Watch(pb::Watch { seconds_watched: 60.0, video_duration_seconds: 60.0 })),
+                ..Default::default()
+            });
+        }
+    }
+    feedback.feedback().record(RecordRequest { events }).await.unwrap();
+    let mut client = cowatch.generator();
+    let request = GenerateRequest { query_video_id: "query".into(), max_candidates: 10, ..Default::default() };
+    let mut answer = pb::GenerateResponse::default();
+    for _ in 0..100 {
+        answer = client.generate(request.clone()).await.unwrap().into_inner();
+        if answer.candidates.iter().any(|c| c.video_id == "partner") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answer.candidates.iter().any(|c| c.video_id == "partner"), "{answer:?}");
+    cowatch.stop().await.unwrap();
+    feedback.stop().await.unwrap();
+}

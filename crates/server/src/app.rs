@@ -244,24 +244,98 @@ fn follow_log(log: &watchnext_feedback::FeedbackLog, hosted: &Hosted, interval_s
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
             _ => None,
         };
-        let mut progress = crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after).next_seq;
-        let (info, generator, role) = (info.clone(), generator.clone(), *role);
-        tokio::spawn(async move {
-            let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, role.name());
-            let mut serving = None;
-            while progress.changed().await.is_ok() {
-                let ready = generator.ready();
-                let ok = ready.is_ok();
-                if serving != Some(ok) {
-                    serving = Some(ok);
-                    info.set_service(&name, ok, ready.err().as_deref().unwrap_or("")).await;
-                    if ok {
-                        info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
-                    }
+        let progress = crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after).next_seq;
+        watch_readiness(info.clone(), *role, generator.clone(), progress);
+    }
+}
+
+/// Keeps a generator's health in step with its readiness as events arrive.
+fn watch_readiness(
+    info: Arc<ProcessInfo>,
+    role: Role,
+    generator: Arc<dyn watchnext_core::generator::Generator>,
+    mut progress: tokio::sync::watch::Receiver<u64>,
+) {
+    tokio::spawn(async move {
+        let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, role.name());
+        let mut serving = None;
+        while progress.changed().await.is_ok() {
+            let ready = generator.ready();
+            let ok = ready.is_ok();
+            if serving != Some(ok) {
+                serving = Some(ok);
+                info.set_service(&name, ok, ready.err().as_deref().unwrap_or("")).await;
+                if ok {
+                    info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
                 }
+            }
+        }
+    });
+}
+
+/// The split-deployment twin of [`follow_log`]: generators in a process
+/// without the log follow the feedback role's `Tail` stream at `endpoint`,
+/// reconnecting (from the next sequence number) after any failure.
+fn follow_remote(endpoint: &str, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .with_context(|| format!("configuration key `endpoints.feedback`: `{endpoint}` is not a URL"))?
+        .connect_lazy();
+    for (role, generator, from) in &hosted.generators {
+        let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
+            (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
+            _ => None,
+        };
+        let (progress_tx, progress) = tokio::sync::watch::channel(*from);
+        watch_readiness(info.clone(), *role, generator.clone(), progress);
+        let (generator, channel, mut next, role) = (generator.clone(), channel.clone(), (*from).max(1), *role);
+        tokio::spawn(async move {
+            let mut client = watchnext_proto::v1::feedback_client::FeedbackClient::new(channel);
+            loop {
+                let request = watchnext_proto::v1::TailRequest { from_sequence: next, max_batch: 0 };
+                let mut stream = match client.tail(request).await {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        tracing::warn!(%role, %status, "feedback Tail unavailable; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    let chunk = match stream.message().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::warn!(%role, %status, "feedback Tail stream broke; reconnecting");
+                            break;
+                        }
+                    };
+                    let count = chunk.events.len() as u64;
+                    let events: Vec<watchnext_core::event::Event> = chunk
+                        .events
+                        .iter()
+                        .filter_map(|e| watchnext_core::event::Event::from_proto(e, 0).ok())
+                        .collect();
+                    let (g, after) = (generator.clone(), after.clone());
+                    let last = chunk.first_sequence + count.saturating_sub(1);
+                    let delivered = tokio::task::spawn_blocking(move || {
+                        g.observe(&events);
+                        if let Some(hook) = after {
+                            hook(last);
+                        }
+                    })
+                    .await;
+                    if delivered.is_err() {
+                        tracing::error!(%role, "a generator panicked while observing; following stops");
+                        return;
+                    }
+                    next = chunk.first_sequence + count;
+                    let _ = progress_tx.send(next);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
     }
+    Ok(())
 }
 
 /// Snapshots the co-watch tables after a delivery when `interval_s` has
@@ -360,6 +434,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .max_encoding_message_size(max_msg),
         );
         info.set_service(service_names::RANKER, false, "no ranking model loaded").await;
+    }
+    if !role.includes(Role::Feedback) && !hosted.generators.is_empty() {
+        if config.endpoints.feedback.is_empty() {
+            tracing::warn!(
+                "generators in this process learn nothing online: set endpoints.feedback to the feedback role's URL"
+            );
+        } else {
+            follow_remote(&config.endpoints.feedback, &hosted, config.generators.snapshot_interval_seconds, &info)?;
+        }
     }
     if role.includes(Role::Feedback) {
         let log = open_feedback_log(&config)?;

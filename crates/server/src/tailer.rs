@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use watchnext_core::generator::Generator;
+use watchnext_core::{event::Event, generator::Generator};
 use watchnext_feedback::FeedbackLog;
 
 /// How many events one `observe` call receives at most.
@@ -26,48 +26,58 @@ pub struct TailProgress {
 /// exactly that prefix of the log.
 pub type AfterDelivery = Arc<dyn Fn(u64) + Send + Sync>;
 
-/// Starts tailing `log` from `from_seq` into `observers` on the tokio
-/// runtime; the reading and `observe` calls run on blocking threads. The
-/// task ends when the log is closed.
-pub fn spawn(
-    log: FeedbackLog,
-    from_seq: u64,
-    observers: Vec<Arc<dyn Generator>>,
-    after: Option<AfterDelivery>,
-) -> TailProgress {
-    let (progress_tx, progress_rx) = watch::channel(from_seq.max(1));
-    let progress_tx = Arc::new(progress_tx);
+/// What [`follow`] hands a chunk to: `(first sequence number, events)`;
+/// `caught_up` is true on the last chunk before the reader reached the
+/// durable end. Returns false to stop following.
+pub trait Consumer: Send + 'static {
+    fn consume(&mut self, first_seq: u64, events: Vec<Event>, caught_up: bool) -> bool;
+}
+
+/// Follows `log` from `from_seq`: reads on a blocking thread, hands chunks
+/// of at most `chunk` events to `consumer` in log order, and when caught up
+/// waits for the writer's next commit (no polling). One reader is kept for
+/// the whole run, so a long log is read once, not re-scanned per commit.
+/// Ends when the consumer says so or the log is closed.
+pub fn follow(log: FeedbackLog, from_seq: u64, chunk: usize, consumer: impl Consumer) -> tokio::task::JoinHandle<()> {
     let mut durable = log.subscribe();
     tokio::spawn(async move {
-        let mut next = from_seq.max(1);
+        let reader = match log.reader(from_seq.max(1)) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(%err, "feedback tailer: cannot open a reader");
+                return;
+            }
+        };
+        // Reader and consumer travel to the blocking thread and back.
+        let mut state = Some((reader, consumer));
         loop {
-            // Read and deliver everything durable past `next`.
-            let log_for_read = log.clone();
-            let observers_for_read = observers.clone();
-            let after = after.clone();
-            let progress = progress_tx.clone();
+            let Some((mut reader, mut consumer)) = state.take() else { return };
             let step = tokio::task::spawn_blocking(move || {
-                let result = deliver(&log_for_read, next, &observers_for_read, &|n| {
-                    let _ = progress.send(n);
-                });
-                if let (Ok(after_seq), Some(hook)) = (&result, after) {
-                    hook(after_seq - 1);
-                }
-                result
+                let outcome = deliver(&mut reader, chunk.max(1), &mut consumer);
+                (reader, consumer, outcome)
             })
             .await;
-            match step {
-                Ok(Ok(after)) => next = after,
-                Ok(Err(err)) => {
-                    tracing::error!(%err, next, "feedback tailer: reading the log failed; retrying on the next commit");
+            let keep_going = match step {
+                Ok((reader, consumer, outcome)) => {
+                    state = Some((reader, consumer));
+                    match outcome {
+                        Ok(go_on) => go_on,
+                        Err(err) => {
+                            tracing::error!(%err, "feedback tailer: reading the log failed; retrying on the next commit");
+                            true
+                        }
+                    }
                 }
                 Err(join) => {
-                    tracing::error!(%join, "feedback tailer: an observer panicked; tailing stops");
-                    return;
+                    tracing::error!(%join, "feedback tailer: a consumer panicked; tailing stops");
+                    false
                 }
+            };
+            if !keep_going {
+                return;
             }
-            let _ = progress_tx.send(next);
             // Wait for the writer to make more records durable.
+            let next = state.as_ref().map_or(u64::MAX, |(r, _)| r.next_seq());
             if *durable.borrow_and_update() >= next {
                 continue;
             }
@@ -75,37 +85,70 @@ pub fn spawn(
                 return; // the log is closed
             }
         }
-    });
-    TailProgress { next_seq: progress_rx }
+    })
 }
 
-/// Delivers every durable record from `from` on, in chunks, reporting the
-/// next sequence number to read after each chunk; returns it at the end.
+/// Reads everything durable in chunks; false when the consumer stopped.
 fn deliver(
-    log: &FeedbackLog,
-    from: u64,
-    observers: &[Arc<dyn Generator>],
-    progress: &dyn Fn(u64),
-) -> Result<u64, watchnext_feedback::LogError> {
-    let mut reader = log.reader(from)?;
-    let mut chunk = Vec::with_capacity(CHUNK);
+    reader: &mut watchnext_feedback::LogReader,
+    chunk: usize,
+    consumer: &mut impl Consumer,
+) -> Result<bool, watchnext_feedback::LogError> {
+    let mut events = Vec::with_capacity(chunk);
+    let mut first = reader.next_seq();
     loop {
         let item = reader.next().transpose()?;
         let done = item.is_none();
-        if let Some((_, event)) = item {
-            chunk.push(event);
-        }
-        if chunk.len() >= CHUNK || (done && !chunk.is_empty()) {
-            for observer in observers {
-                observer.observe(&chunk);
+        if let Some((seq, event)) = item {
+            if events.is_empty() {
+                first = seq;
             }
-            chunk.clear();
-            progress(reader.next_seq());
+            events.push(event);
+        }
+        if (events.len() >= chunk || done) && !events.is_empty() {
+            let batch = std::mem::replace(&mut events, Vec::with_capacity(chunk));
+            if !consumer.consume(first, batch, done) {
+                return Ok(false);
+            }
         }
         if done {
-            return Ok(reader.next_seq());
+            return Ok(true);
         }
     }
+}
+
+/// Feeds generators, reporting progress and calling the hook when caught up.
+struct Observers {
+    observers: Vec<Arc<dyn Generator>>,
+    progress: watch::Sender<u64>,
+    after: Option<AfterDelivery>,
+}
+
+impl Consumer for Observers {
+    fn consume(&mut self, first_seq: u64, events: Vec<Event>, caught_up: bool) -> bool {
+        for observer in &self.observers {
+            observer.observe(&events);
+        }
+        let last = first_seq + events.len() as u64 - 1;
+        if caught_up && let Some(hook) = &self.after {
+            hook(last);
+        }
+        // No receiver left is fine: the generators still need the events.
+        let _ = self.progress.send(last + 1);
+        true
+    }
+}
+
+/// Starts tailing `log` from `from_seq` into `observers` (see [`follow`]).
+pub fn spawn(
+    log: FeedbackLog,
+    from_seq: u64,
+    observers: Vec<Arc<dyn Generator>>,
+    after: Option<AfterDelivery>,
+) -> TailProgress {
+    let (progress, next_seq) = watch::channel(from_seq.max(1));
+    follow(log, from_seq, CHUNK, Observers { observers, progress, after });
+    TailProgress { next_seq }
 }
 
 #[cfg(test)]

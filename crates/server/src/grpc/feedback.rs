@@ -4,10 +4,29 @@
 //! log and acknowledged only after the log's group commit has fsynced it.
 //! Failures map to statuses that tell the client whether to retry.
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use watchnext_core::event::parse_batch;
+use watchnext_core::event::{Event, parse_batch};
 use watchnext_feedback::{FeedbackLog, LogError};
-use watchnext_proto::v1::{RecordRequest, RecordResponse, feedback_server::Feedback};
+use watchnext_proto::v1::{RecordRequest, RecordResponse, TailRequest, TailResponse, feedback_server::Feedback};
+
+/// Default and largest events per `Tail` response.
+const TAIL_BATCH: u32 = 4_096;
+const TAIL_BATCH_MAX: u32 = 65_536;
+
+/// Sends tailed chunks to one `Tail` stream; stops when the client is gone.
+struct StreamConsumer {
+    tx: tokio::sync::mpsc::Sender<Result<TailResponse, Status>>,
+}
+
+impl crate::tailer::Consumer for StreamConsumer {
+    fn consume(&mut self, first_seq: u64, events: Vec<Event>, _caught_up: bool) -> bool {
+        let response = TailResponse { first_sequence: first_seq, events: events.iter().map(Event::to_proto).collect() };
+        // Runs on a blocking thread: waiting for a slow client is fine here,
+        // and the bounded channel is the stream's back-pressure.
+        self.tx.blocking_send(Ok(response)).is_ok()
+    }
+}
 
 /// Serves `Record`.
 #[derive(Debug)]
@@ -48,5 +67,15 @@ impl Feedback for FeedbackService {
         let accepted = u32::try_from(events.len()).unwrap_or(u32::MAX);
         let ack = self.log.append(events).await.map_err(status_of)?;
         Ok(Response::new(RecordResponse { accepted, last_sequence: ack.last_seq }))
+    }
+
+    type TailStream = ReceiverStream<Result<TailResponse, Status>>;
+
+    async fn tail(&self, request: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
+        let TailRequest { from_sequence, max_batch } = *request.get_ref();
+        let batch = if max_batch == 0 { TAIL_BATCH } else { max_batch.min(TAIL_BATCH_MAX) };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        crate::tailer::follow(self.log.clone(), from_sequence, batch as usize, StreamConsumer { tx });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
