@@ -3,95 +3,22 @@
 //! followed a recommendation, and count how often the watched video is
 //! among them, against a uniformly random list of 50.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use watchnext_context::{ContextConfig, ContextGenerator};
-use watchnext_core::{
-    History, RequestContext, RequestId, VideoId,
-    event::{Event, EventKind},
-    generator::Generator,
-    request::{HistoryEntry, Query},
-};
+use watchnext_core::{History, RequestContext, VideoId, event::Event, generator::Generator, request::Query};
 use watchnext_world::{LoggingPolicy, World, WorldConfig, generate_logs};
 
 const K: usize = 50;
 
-/// One held-out next watch and the request it answered.
-struct Case {
-    query: Query,
-    target: VideoId,
-}
+use watchnext_eval::holdout::{NextWatch as Case, next_watches};
 
-/// Held-out cases: watches at or after `split` that answered a request,
-/// with the user's last `history_len` watches as history (targets already
-/// in the history or equal to the query are skipped), every `stride`-th.
-fn held_out(events: &[Event], split: usize, history_len: usize, stride: usize) -> Vec<Case> {
-    let mut history: HashMap<&str, VecDeque<(&VideoId, i64)>> = HashMap::new();
-    let mut query_of: HashMap<&str, &VideoId> = HashMap::new();
-    let mut cases = Vec::new();
-    let mut seen = 0usize;
-    for (i, e) in events.iter().enumerate() {
-        match &e.kind {
-            EventKind::Impression(imp) => {
-                if let Some(q) = &imp.query_video {
-                    query_of.insert(e.request_id.as_str(), q);
-                }
-            }
-            EventKind::Watch { seconds_watched, .. } => {
-                let h = history.entry(e.user.as_str()).or_default();
-                if i >= split
-                    && let Some(&q) = query_of.get(e.request_id.as_str())
-                    && e.video != *q
-                    && !h.iter().any(|(v, _)| **v == e.video)
-                {
-                    seen += 1;
-                    if seen.is_multiple_of(stride) {
-                        let entries = h
-                            .iter()
-                            .map(|&(v, t)| HistoryEntry { video: v.clone(), watched_at_ms: t, seconds_watched: 1.0 })
-                            .collect();
-                        cases.push(Case {
-                            query: Query {
-                                request_id: RequestId::parse("r", &e.request_id).expect("valid test input"),
-                                user: e.user.clone(),
-                                query_video: q.clone(),
-                                device: e.device,
-                                history: History(entries),
-                                context: RequestContext { time_ms: e.timestamp_ms, ..RequestContext::default() },
-                            },
-                            target: e.video.clone(),
-                        });
-                    }
-                }
-                let _ = seconds_watched;
-                h.push_back((&e.video, e.timestamp_ms));
-                if h.len() > history_len {
-                    h.pop_front();
-                }
-            }
-            _ => {}
-        }
-    }
-    cases
-}
-
-/// (recall@K of `g`, expected recall@K of a uniformly random list).
+/// (recall@K of `g`, expected recall@K of a uniformly random list); every
+/// answer must respect the K bound.
 fn recall(g: &dyn Generator, cases: &[Case], videos: usize) -> (f64, f64) {
-    let mut hits = 0usize;
-    let mut random = 0.0;
-    for case in cases {
-        let out = g.generate(&case.query, K);
-        assert!(out.candidates.len() <= K);
-        if out.candidates.iter().any(|c| c.video == case.target) {
-            hits += 1;
-        }
-        let excluded: HashSet<_> = case.query.history.0.iter().map(|h| &h.video).collect();
-        random += K as f64 / (videos - 1 - excluded.len()) as f64;
-    }
-    (hits as f64 / cases.len() as f64, random / cases.len() as f64)
+    let r = watchnext_eval::holdout::recall_vs_random(g, cases, K, videos);
+    assert_eq!(r.oversized, 0, "answers longer than K");
+    (r.recall, r.random)
 }
 
 #[test]
@@ -100,7 +27,7 @@ fn context_recall_at_50_beats_random_on_the_toy_world() {
     let mut events: Vec<Event> = Vec::new();
     generate_logs(&world, LoggingPolicy::default(), 200_000, &mut events, false).unwrap();
     let split = events.len() * 4 / 5;
-    let cases = held_out(&events, split, 20, 3);
+    let cases = next_watches(&events, split, 20, 3);
     assert!(cases.len() > 500, "{} cases", cases.len());
 
     let config = ContextConfig { publish_interval_ms: 0, ..ContextConfig::default() };

@@ -14,6 +14,10 @@
 //!   the same lists are also scored against **ground truth**: NDCG@K with
 //!   the true click probability as graded relevance, against the ideal list
 //!   over the whole catalogue.
+//! - [`holdout`]: held-out next watches after a time split and recall@K
+//!   against a random list, the quick check generator crates run in their
+//!   own tests.
 
 pub mod generators;
+pub mod holdout;
 pub mod metrics;
