@@ -378,15 +378,83 @@ impl TrainingColumns {
     }
 }
 
+/// Column builders that turn buffered rows into one record batch.
+trait BatchColumns {
+    /// Rows buffered since the last batch.
+    fn buffered(&self) -> usize;
+    /// The buffered rows as a batch; the builders start empty again.
+    fn take_batch(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError>;
+}
+
+impl BatchColumns for TrainingColumns {
+    fn buffered(&self) -> usize {
+        self.rows
+    }
+
+    fn take_batch(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        self.finish(schema)
+    }
+}
+
+impl BatchColumns for EventColumns {
+    fn buffered(&self) -> usize {
+        self.rows
+    }
+
+    fn take_batch(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        self.finish(schema)
+    }
+}
+
+/// A Parquet file written in batches of [`WRITE_BATCH_ROWS`] rows, made
+/// durable (fsync + rename) only by [`BatchedWriter::finish`].
+#[derive(Debug)]
+struct BatchedWriter<C> {
+    file: ParquetFile,
+    schema: SchemaRef,
+    columns: C,
+    /// Rows written so far.
+    rows: u64,
+}
+
+impl<C: BatchColumns> BatchedWriter<C> {
+    fn create(path: &Path, schema: SchemaRef, columns: C) -> Result<Self, ExportError> {
+        let file = ParquetFile::create(path, Arc::clone(&schema))?;
+        Ok(Self { file, schema, columns, rows: 0 })
+    }
+
+    /// Counts the row just pushed into the columns; writes a full batch.
+    fn pushed(&mut self) -> Result<(), ExportError> {
+        self.rows += 1;
+        if self.columns.buffered() >= WRITE_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ExportError> {
+        if self.columns.buffered() == 0 {
+            return Ok(());
+        }
+        let batch = self
+            .columns
+            .take_batch(&self.schema)
+            .map_err(|source| ExportError::Arrow { path: self.file.path.clone(), source })?;
+        self.file.write(&batch)
+    }
+
+    fn finish(mut self) -> Result<u64, ExportError> {
+        self.flush()?;
+        self.file.commit()?;
+        Ok(self.rows)
+    }
+}
+
 /// Writes training rows to a Parquet file; the file appears (whole) only on
 /// [`finish`](Self::finish).
 #[derive(Debug)]
 pub struct TrainingRowWriter {
-    file: ParquetFile,
-    schema: SchemaRef,
-    columns: TrainingColumns,
-    /// Rows written so far.
-    rows: u64,
+    inner: BatchedWriter<TrainingColumns>,
 }
 
 impl std::fmt::Debug for TrainingColumns {
@@ -397,36 +465,17 @@ impl std::fmt::Debug for TrainingColumns {
 
 impl TrainingRowWriter {
     pub fn create(path: impl AsRef<Path>) -> Result<Self, ExportError> {
-        let schema = training_row_schema();
-        let file = ParquetFile::create(path.as_ref(), Arc::clone(&schema))?;
-        Ok(Self { file, schema, columns: TrainingColumns::new(), rows: 0 })
+        Ok(Self { inner: BatchedWriter::create(path.as_ref(), training_row_schema(), TrainingColumns::new())? })
     }
 
     pub fn write(&mut self, row: &TrainingRow) -> Result<(), ExportError> {
-        self.columns.push(row);
-        self.rows += 1;
-        if self.columns.rows >= WRITE_BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ExportError> {
-        if self.columns.rows == 0 {
-            return Ok(());
-        }
-        let batch = self
-            .columns
-            .finish(&self.schema)
-            .map_err(|source| ExportError::Arrow { path: self.file.path.clone(), source })?;
-        self.file.write(&batch)
+        self.inner.columns.push(row);
+        self.inner.pushed()
     }
 
     /// Writes what is buffered, makes the file durable and returns the number of rows.
-    pub fn finish(mut self) -> Result<u64, ExportError> {
-        self.flush()?;
-        self.file.commit()?;
-        Ok(self.rows)
+    pub fn finish(self) -> Result<u64, ExportError> {
+        self.inner.finish()
     }
 }
 
@@ -781,44 +830,22 @@ impl std::fmt::Debug for EventColumns {
 /// (whole) only on [`finish`](Self::finish).
 #[derive(Debug)]
 pub struct EventParquetWriter {
-    file: ParquetFile,
-    schema: SchemaRef,
-    columns: EventColumns,
-    rows: u64,
+    inner: BatchedWriter<EventColumns>,
 }
 
 impl EventParquetWriter {
     pub fn create(path: impl AsRef<Path>) -> Result<Self, ExportError> {
-        let schema = event_schema();
-        let file = ParquetFile::create(path.as_ref(), Arc::clone(&schema))?;
-        Ok(Self { file, schema, columns: EventColumns::new(), rows: 0 })
+        Ok(Self { inner: BatchedWriter::create(path.as_ref(), event_schema(), EventColumns::new())? })
     }
 
     pub fn write(&mut self, seq: u64, event: &Event) -> Result<(), ExportError> {
-        self.columns.push(seq, event);
-        self.rows += 1;
-        if self.columns.rows >= WRITE_BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ExportError> {
-        if self.columns.rows == 0 {
-            return Ok(());
-        }
-        let batch = self
-            .columns
-            .finish(&self.schema)
-            .map_err(|source| ExportError::Arrow { path: self.file.path.clone(), source })?;
-        self.file.write(&batch)
+        self.inner.columns.push(seq, event);
+        self.inner.pushed()
     }
 
     /// Writes what is buffered, makes the file durable and returns the number of rows.
-    pub fn finish(mut self) -> Result<u64, ExportError> {
-        self.flush()?;
-        self.file.commit()?;
-        Ok(self.rows)
+    pub fn finish(self) -> Result<u64, ExportError> {
+        self.inner.finish()
     }
 }
 
