@@ -175,7 +175,7 @@ impl std::fmt::Debug for CowatchGenerator {
 struct Scored {
     /// s(a, b), times the blending weight for a history video's neighbour.
     score: f64,
-    /// Interned id (merging duplicates, breaking ties).
+    /// Interned id (breaking ties).
     id: u32,
     /// The candidate's name, read with its total.
     name: Arc<str>,
@@ -624,8 +624,10 @@ impl CowatchGenerator {
         }
         let from_history = scored.len() - own;
         // Merge: a candidate reached from several videos keeps its best score.
-        scored.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(b.score.total_cmp(&a.score)));
-        scored.dedup_by_key(|s| s.id);
+        // By name, not id: a video evicted and re-interned while this request
+        // read its rows can appear under its old and its new id.
+        scored.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(b.score.total_cmp(&a.score)));
+        scored.dedup_by(|later, kept| later.name == kept.name);
         scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         let candidates: Vec<Candidate> = scored
             .iter()
