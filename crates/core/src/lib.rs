@@ -12,17 +12,20 @@
 //! - [`error`]: the request-validation error and its gRPC status.
 //! - [`role`]: the roles one `watchnext` process can serve.
 //!
-//! The feature schema that the trainer and the ranker share lives here too
-//! once the trainer exists, so the two cannot drift apart.
+//! - [`features`]: the feature schema the trainer and the ranker share, so
+//!   the two cannot drift apart.
+//! - [`model`]: the model contract (a model directory's manifest).
 
 pub mod catalog;
 pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod event;
+pub mod features;
 pub mod fsutil;
 pub mod generator;
 pub mod ids;
+pub mod model;
 pub mod request;
 pub mod role;
 
