@@ -36,3 +36,6 @@
 
 pub mod config;
 pub mod dataset;
+pub mod export;
+pub mod model;
+pub mod train;

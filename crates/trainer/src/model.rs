@@ -1,0 +1,510 @@
+//! The ranking network, in candle.
+//!
+//! ```text
+//!  dense ─(x−μ)/σ─┐
+//!  sparse ─embed──┴─concat─▶ bottom (ReLU) ─┬─▶ experts E× (ReLU layers) ──┐
+//!  [position ─embed, plain-input mode only]  │                            ├─ gate_t·experts ─▶ tower_t ─▶ logit_t
+//!                                            └─▶ gate_t = softmax(W_t·h) ──┘                          │
+//!  position×device, … ─▶ shallow tower (one weight per cross) ─▶ bias logit ─(+, debiased tasks, training)┘
+//! ```
+//! - **Experts** are computed together: the first expert layer of all E
+//!   experts is one `[bottom, E·h₁]` matmul, later layers are one batched
+//!   `[E, in, out]` matmul; the mixture of every task's gate is one batched
+//!   matmul `[B, T, E]·[B, E, H]`, and the towers of all tasks are batched
+//!   `[T, in, out]` matmuls.
+//! - **Shared bottom** (baseline, same cost) uses the same first layer but
+//!   dense later layers, and every tower reads the same output (no gates).
+//! - **Gate dropout**: in training each (row, task, expert) gate entry is
+//!   dropped with probability `gate_dropout` by adding −10⁹ to its logit
+//!   before the softmax — exactly "set to 0 and renormalise" (a row whose
+//!   experts are all dropped keeps them all).
+//! - **Shallow tower**: a weight per (position, device) cell (and per cell of
+//!   the other configured crosses), summed into one bias logit added to the
+//!   debiased tasks' logits. Position 0 is "missing": 10% of training rows
+//!   (configurable) see it, and serving never sees the tower at all.
+//! - Parameters are initialised from the config's seed (ChaCha8), never
+//!   from a global RNG, so a run is reproducible.
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use watchnext_core::{
+    features::{DENSE_LEN, FeatureSchema, SPARSE_LEN},
+    model::TaskKind,
+};
+
+use crate::config::{Architecture, BiasFeature, PositionMode, TrainerConfig};
+
+/// Number of devices and sources (the bias crosses' second factor).
+const DEVICES: usize = 5;
+const SOURCES: usize = 5;
+/// Added to a dropped gate entry's logit.
+const DROPPED: f32 = -1e9;
+
+/// Which embedding table each sparse field uses (the candidate and query
+/// videos share one table, as do their topics).
+pub const FIELD_TABLE: [usize; SPARSE_LEN] = [0, 1, 1, 2, 2, 3, 4];
+
+/// A named parameter.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub var: Var,
+}
+
+/// A batch on the device, ready for a forward pass.
+#[derive(Debug)]
+pub struct Batch {
+    pub rows: usize,
+    /// `[B, DENSE_LEN]`, raw (normalised inside the model).
+    pub dense: Tensor,
+    /// One `[B]` u32 index tensor per sparse field.
+    pub fields: Vec<Tensor>,
+    /// `[B]` u32 position bucket (0 = missing), used in plain-input mode.
+    pub position: Option<Tensor>,
+    /// One `[B]` u32 cell index per bias feature.
+    pub bias_cells: Vec<Tensor>,
+    /// `[B, T, E]` of 0 / −10⁹, in training with gate dropout.
+    pub gate_mask: Option<Tensor>,
+    /// `[B, T]` labels and observation mask.
+    pub labels: Option<(Tensor, Tensor)>,
+}
+
+/// The network.
+#[derive(Debug)]
+pub struct Model {
+    pub config: TrainerConfig,
+    pub schema: FeatureSchema,
+    /// Dense-feature standardisation (fixed, from the training data).
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    params: Vec<Param>,
+    index: ParamIndex,
+    device: Device,
+}
+
+/// Positions of the parameters in `params`.
+#[derive(Debug, Clone, Default)]
+struct ParamIndex {
+    tables: Vec<usize>,
+    position: Option<usize>,
+    bottom: (usize, usize),
+    /// (weight, bias) per expert layer (or per shared layer).
+    experts: Vec<(usize, usize)>,
+    gates: Option<(usize, usize)>,
+    towers: Vec<(usize, usize)>,
+    bias: Vec<usize>,
+}
+
+/// Outputs of one forward pass.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[B, T]` main logits (or raw regression outputs), without the bias.
+    pub main: Tensor,
+    /// `[B, T]` what the loss sees: `main` plus the bias logit on debiased tasks.
+    pub logits: Tensor,
+    /// `[B, T, E]` gate weights (MMoE only).
+    pub gates: Option<Tensor>,
+}
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, bound: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-bound..=bound)).collect()
+}
+
+impl Model {
+    /// Dimension of the concatenated input of the bottom layer.
+    pub fn input_width(config: &TrainerConfig) -> usize {
+        let mut w = DENSE_LEN + SPARSE_LEN * config.embedding_dim;
+        if config.position_mode == PositionMode::PlainInput {
+            w += config.embedding_dim;
+        }
+        w
+    }
+
+    /// Width of the tower inputs (the last expert layer).
+    pub fn expert_width(config: &TrainerConfig) -> usize {
+        *config.expert_layers.last().unwrap_or(&1)
+    }
+
+    /// Number of cells of a bias cross.
+    pub fn bias_cells(config: &TrainerConfig, feature: BiasFeature) -> usize {
+        let p = config.max_position as usize + 1;
+        match feature {
+            BiasFeature::PositionDevice => p * DEVICES,
+            BiasFeature::PositionSource => p * SOURCES,
+            BiasFeature::Device => DEVICES,
+        }
+    }
+
+    /// The bias features actually used (none unless the shallow tower is on).
+    pub fn bias_features(config: &TrainerConfig) -> Vec<BiasFeature> {
+        if config.position_mode != PositionMode::ShallowTower {
+            return Vec::new();
+        }
+        let mut f = vec![BiasFeature::PositionDevice];
+        for b in &config.bias_features {
+            if !f.contains(b) {
+                f.push(*b);
+            }
+        }
+        f
+    }
+
+    /// Experts per gate in the exported graph (0 for shared bottom).
+    pub fn experts(&self) -> usize {
+        match self.config.architecture {
+            Architecture::Mmoe => self.config.experts,
+            Architecture::SharedBottom => 0,
+        }
+    }
+
+    /// A freshly initialised network. `mean`/`inv_std` standardise the dense
+    /// features; `label_means` (per task, in label space) set the towers'
+    /// output biases so training starts at the base rates.
+    pub fn new(
+        config: &TrainerConfig,
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+        label_means: &[f32],
+    ) -> candle_core::Result<Self> {
+        let schema = FeatureSchema::new(config.features).map_err(candle_core::Error::msg)?;
+        let device = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x6d6f_6465_6c);
+        let mut params: Vec<Param> = Vec::new();
+        fn push(
+            params: &mut Vec<Param>,
+            name: String,
+            shape: &[usize],
+            values: Vec<f32>,
+        ) -> candle_core::Result<usize> {
+            params.push(Param { name, var: Var::from_vec(values, shape, &Device::Cpu)? });
+            Ok(params.len() - 1)
+        }
+        fn linear(
+            params: &mut Vec<Param>,
+            name: &str,
+            fan_in: usize,
+            shape: &[usize],
+            bias_shape: &[usize],
+            rng: &mut ChaCha8Rng,
+        ) -> candle_core::Result<(usize, usize)> {
+            let n: usize = shape.iter().product();
+            let bound = (6.0 / fan_in as f32).sqrt();
+            let w = push(params, format!("{name}.weight"), shape, uniform(rng, n, bound))?;
+            let b = push(params, format!("{name}.bias"), bias_shape, vec![0.0; bias_shape.iter().product()])?;
+            Ok((w, b))
+        }
+        let d = config.embedding_dim;
+        let buckets = schema.sparse_buckets();
+        let table_rows = [buckets[0], buckets[1], buckets[3], buckets[5], buckets[6]];
+        let mut index = ParamIndex::default();
+        for (t, rows) in table_rows.iter().enumerate() {
+            let rows = *rows as usize;
+            let values = uniform(&mut rng, rows * d, 0.05);
+            index.tables.push(push(&mut params, format!("embedding.{t}"), &[rows, d], values)?);
+        }
+        if config.position_mode == PositionMode::PlainInput {
+            let rows = config.max_position as usize + 1;
+            let values = uniform(&mut rng, rows * d, 0.05);
+            index.position = Some(push(&mut params, "embedding.position".into(), &[rows, d], values)?);
+        }
+        let input = Self::input_width(config);
+        index.bottom = linear(&mut params, "bottom", input, &[input, config.bottom], &[config.bottom], &mut rng)?;
+        let e = config.experts;
+        let t = config.tasks.len();
+        let first = config.expert_layers[0];
+        let wide = match config.architecture {
+            Architecture::Mmoe => e * first,
+            Architecture::SharedBottom => e * first,
+        };
+        index.experts.push(linear(&mut params, "experts.0", config.bottom, &[config.bottom, wide], &[wide], &mut rng)?);
+        for (l, w) in config.expert_layers.windows(2).enumerate() {
+            let name = format!("experts.{}", l + 1);
+            let pair = match (config.architecture, l) {
+                (Architecture::Mmoe, _) => linear(&mut params, &name, w[0], &[e, w[0], w[1]], &[e, 1, w[1]], &mut rng)?,
+                (Architecture::SharedBottom, 0) => linear(&mut params, &name, wide, &[wide, w[1]], &[w[1]], &mut rng)?,
+                (Architecture::SharedBottom, _) => linear(&mut params, &name, w[0], &[w[0], w[1]], &[w[1]], &mut rng)?,
+            };
+            index.experts.push(pair);
+        }
+        if config.architecture == Architecture::Mmoe {
+            // Small gate weights: every expert starts with about 1/E of each gate.
+            let values = uniform(&mut rng, config.bottom * t * e, 0.01);
+            let wg = push(&mut params, "gates.weight".into(), &[config.bottom, t * e], values)?;
+            let bg = push(&mut params, "gates.bias".into(), &[t * e], vec![0.0; t * e])?;
+            index.gates = Some((wg, bg));
+        }
+        let mut widths = vec![Self::expert_width(config)];
+        if config.architecture == Architecture::SharedBottom && config.expert_layers.len() == 1 {
+            widths[0] = wide;
+        }
+        widths.extend(&config.tower_layers);
+        widths.push(1);
+        for (l, w) in widths.windows(2).enumerate() {
+            let pair = linear(&mut params, &format!("towers.{l}"), w[0], &[t, w[0], w[1]], &[t, 1, w[1]], &mut rng)?;
+            index.towers.push(pair);
+        }
+        // Start every task at its base rate (binary: the logit of the mean).
+        if let Some(&(_, b)) = index.towers.last() {
+            let init: Vec<f32> = config
+                .tasks
+                .iter()
+                .zip(label_means.iter().chain(std::iter::repeat(&0.0)))
+                .map(|(task, &m)| match task.kind {
+                    TaskKind::Binary => {
+                        let p = m.clamp(1e-4, 1.0 - 1e-4);
+                        (p / (1.0 - p)).ln()
+                    }
+                    TaskKind::Regression => m,
+                })
+                .collect();
+            params[b].var.set(&Tensor::from_vec(init, (t, 1, 1), &device)?)?;
+        }
+        for f in Self::bias_features(config) {
+            let cells = Self::bias_cells(config, f);
+            params.push(Param {
+                name: format!("bias.{f:?}"),
+                var: Var::from_vec(vec![0.0f32; cells], (cells, 1), &device)?,
+            });
+            index.bias.push(params.len() - 1);
+        }
+        Ok(Self { config: config.clone(), schema, mean, inv_std, params, index, device })
+    }
+
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn p(&self, i: usize) -> &Tensor {
+        self.params[i].var.as_tensor()
+    }
+
+    /// The value of a parameter as a flat vector and its shape (for export).
+    pub fn param_values(&self, name: &str) -> Option<(Vec<f32>, Vec<usize>)> {
+        let p = self.params.iter().find(|p| p.name == name)?;
+        let t = p.var.as_tensor();
+        Some((t.flatten_all().ok()?.to_vec1().ok()?, t.dims().to_vec()))
+    }
+
+    /// The forward pass. `training` adds the bias logit (shallow tower) to the
+    /// debiased tasks and feeds the batch's positions in plain-input mode;
+    /// otherwise position is missing, as at serving. Gate dropout applies
+    /// when the batch carries a mask.
+    pub fn forward(&self, batch: &Batch, training: bool) -> candle_core::Result<Forward> {
+        let c = &self.config;
+        let b = batch.rows;
+        let t = c.tasks.len();
+        let e = c.experts;
+        let mean = Tensor::from_slice(&self.mean, (1, DENSE_LEN), &self.device)?;
+        let inv = Tensor::from_slice(&self.inv_std, (1, DENSE_LEN), &self.device)?;
+        let mut parts = vec![batch.dense.broadcast_sub(&mean)?.broadcast_mul(&inv)?];
+        for (field, idx) in batch.fields.iter().enumerate() {
+            parts.push(self.p(self.index.tables[FIELD_TABLE[field]]).index_select(idx, 0)?);
+        }
+        if let Some(p) = self.index.position {
+            let missing;
+            // Serving never knows the position: "missing" (row 0).
+            let pos = match (&batch.position, training) {
+                (Some(pos), true) => pos,
+                _ => {
+                    missing = Tensor::zeros(b, DType::U32, &self.device)?;
+                    &missing
+                }
+            };
+            parts.push(self.p(p).index_select(pos, 0)?);
+        }
+        let x = Tensor::cat(&parts, 1)?;
+        let (bw, bb) = self.index.bottom;
+        let h = x.matmul(self.p(bw))?.broadcast_add(self.p(bb))?.relu()?;
+
+        let (w0, b0) = self.index.experts[0];
+        let mut z = h.matmul(self.p(w0))?.broadcast_add(self.p(b0))?.relu()?;
+        let (towers_in, gates) = match c.architecture {
+            Architecture::Mmoe => {
+                let first = c.expert_layers[0];
+                z = z.reshape((b, e, first))?.transpose(0, 1)?.contiguous()?; // [E, B, h1]
+                for &(w, bias) in &self.index.experts[1..] {
+                    z = z.matmul(self.p(w))?.broadcast_add(self.p(bias))?.relu()?;
+                }
+                let experts = z.transpose(0, 1)?.contiguous()?; // [B, E, H]
+                let (wg, bg) = self.index.gates.ok_or_else(|| candle_core::Error::msg("no gates"))?;
+                let mut logits = h.matmul(self.p(wg))?.broadcast_add(self.p(bg))?.reshape((b, t, e))?;
+                if let Some(mask) = &batch.gate_mask {
+                    logits = (logits + mask)?;
+                }
+                let gates = candle_nn::ops::softmax(&logits, D::Minus1)?; // [B, T, E]
+                let mixed = gates.matmul(&experts)?; // [B, T, H]
+                (mixed.transpose(0, 1)?.contiguous()?, Some(gates))
+            }
+            Architecture::SharedBottom => {
+                for &(w, bias) in &self.index.experts[1..] {
+                    z = z.matmul(self.p(w))?.broadcast_add(self.p(bias))?.relu()?;
+                }
+                let width = z.dim(1)?;
+                (z.unsqueeze(0)?.broadcast_as((t, b, width))?.contiguous()?, None)
+            }
+        };
+        let mut y = towers_in;
+        let last = self.index.towers.len() - 1;
+        for (l, &(w, bias)) in self.index.towers.iter().enumerate() {
+            y = y.matmul(self.p(w))?.broadcast_add(self.p(bias))?;
+            if l < last {
+                y = y.relu()?;
+            }
+        }
+        let main = y.reshape((t, b))?.transpose(0, 1)?.contiguous()?; // [B, T]
+        let logits = if training && !self.index.bias.is_empty() {
+            let mut bias = Tensor::zeros((b, 1), DType::F32, &self.device)?;
+            for (table, cells) in self.index.bias.iter().zip(&batch.bias_cells) {
+                bias = (bias + self.p(*table).index_select(cells, 0)?)?;
+            }
+            let debias: Vec<f32> = c.tasks.iter().map(|t| f32::from(u8::from(t.debias))).collect();
+            let debias = Tensor::from_vec(debias, (1, t), &self.device)?;
+            (&main + bias.broadcast_mul(&debias)?)?
+        } else {
+            main.clone()
+        };
+        Ok(Forward { main, logits, gates })
+    }
+
+    /// Serving predictions `[B, T]` from main logits: probabilities for
+    /// binary tasks, raw values for regression tasks.
+    pub fn predictions(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
+        let t = self.config.tasks.len();
+        let binary: Vec<f32> =
+            self.config.tasks.iter().map(|t| f32::from(u8::from(t.kind == TaskKind::Binary))).collect();
+        let binary = Tensor::from_vec(binary, (1, t), &self.device)?;
+        let sig = candle_nn::ops::sigmoid(logits)?;
+        let one_minus = binary.affine(-1.0, 1.0)?;
+        sig.broadcast_mul(&binary)? + logits.broadcast_mul(&one_minus)?
+    }
+
+    /// The loss of a batch: per task the masked mean of binary cross-entropy
+    /// (on logits, numerically stable) or squared error, weighted by the
+    /// tasks' loss weights and summed. Also returns each task's mean loss.
+    pub fn loss(&self, forward: &Forward, labels: &Tensor, mask: &Tensor) -> candle_core::Result<(Tensor, Vec<f32>)> {
+        let t = self.config.tasks.len();
+        let x = &forward.logits;
+        let binary: Vec<f32> =
+            self.config.tasks.iter().map(|t| f32::from(u8::from(t.kind == TaskKind::Binary))).collect();
+        let binary = Tensor::from_vec(binary, (1, t), &self.device)?;
+        // BCE with logits: max(x, 0) − x·y + ln(1 + e^(−|x|)).
+        let bce = ((x.relu()? - (x * labels)?)? + x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+        let sq = (x - labels)?.sqr()?;
+        let per = (bce.broadcast_mul(&binary)? + sq.broadcast_mul(&binary.affine(-1.0, 1.0)?)?)?;
+        let per = (per * mask)?;
+        let sums = per.sum(0)?; // [T]
+        let counts = mask.sum(0)?.clamp(1.0, f64::INFINITY)?;
+        let means = (sums / counts)?;
+        let weights: Vec<f32> = self.config.tasks.iter().map(|t| t.loss_weight).collect();
+        let weights = Tensor::from_vec(weights, t, &self.device)?;
+        let total = (&means * &weights)?.sum_all()?;
+        let per_task = means.to_vec1::<f32>()?;
+        Ok((total, per_task))
+    }
+
+    /// Copies parameter values from `other` (same config), e.g. the best epoch.
+    pub fn load_values(&self, values: &[(String, Tensor)]) -> candle_core::Result<()> {
+        for (name, value) in values {
+            let p = self
+                .params
+                .iter()
+                .find(|p| &p.name == name)
+                .ok_or_else(|| candle_core::Error::msg(format!("checkpoint has unknown parameter `{name}`")))?;
+            if p.var.dims() != value.dims() {
+                return Err(candle_core::Error::msg(format!(
+                    "checkpoint parameter `{name}` has shape {:?}, the model {:?}",
+                    value.dims(),
+                    p.var.dims()
+                )));
+            }
+            p.var.set(value)?;
+        }
+        Ok(())
+    }
+
+    /// A snapshot of every parameter's value.
+    pub fn values(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        self.params.iter().map(|p| Ok((p.name.clone(), p.var.as_tensor().copy()?))).collect()
+    }
+}
+
+/// Everything needed to draw a batch's random parts.
+#[derive(Debug)]
+pub struct BatchRng(pub ChaCha8Rng);
+
+impl Model {
+    /// Builds a batch from rows `start..end` of `ex`. With `rng` (training),
+    /// positions are dropped to "missing" with `position_dropout` and gate
+    /// entries with `gate_dropout`.
+    pub fn batch(
+        &self,
+        ex: &crate::dataset::Examples,
+        start: usize,
+        end: usize,
+        rng: Option<&mut BatchRng>,
+    ) -> candle_core::Result<Batch> {
+        let c = &self.config;
+        let rows = end - start;
+        let dev = &self.device;
+        let dense = Tensor::from_slice(&ex.dense[start * DENSE_LEN..end * DENSE_LEN], (rows, DENSE_LEN), dev)?;
+        let mut fields = Vec::with_capacity(SPARSE_LEN);
+        for f in 0..SPARSE_LEN {
+            let idx: Vec<u32> = (start..end).map(|i| ex.sparse[i * SPARSE_LEN + f] as u32).collect();
+            fields.push(Tensor::from_vec(idx, rows, dev)?);
+        }
+        let max_p = c.max_position;
+        let mut positions: Vec<u32> = ex.position[start..end].iter().map(|&p| p.clamp(1, max_p)).collect();
+        let mut gate_mask = None;
+        if let Some(BatchRng(rng)) = rng {
+            if c.position_dropout > 0.0 {
+                for p in &mut positions {
+                    if rng.random::<f32>() < c.position_dropout {
+                        *p = 0;
+                    }
+                }
+            }
+            if c.architecture == Architecture::Mmoe && c.gate_dropout > 0.0 {
+                let (t, e) = (c.tasks.len(), c.experts);
+                let mut mask = vec![0.0f32; rows * t * e];
+                for gate in mask.chunks_mut(e) {
+                    for m in gate.iter_mut() {
+                        if rng.random::<f32>() < c.gate_dropout {
+                            *m = DROPPED;
+                        }
+                    }
+                    if gate.iter().all(|&m| m != 0.0) {
+                        gate.fill(0.0);
+                    }
+                }
+                gate_mask = Some(Tensor::from_vec(mask, (rows, t, e), dev)?);
+            }
+        }
+        let p1 = max_p + 1;
+        let mut bias_cells = Vec::new();
+        for f in Self::bias_features(c) {
+            let cells: Vec<u32> = (0..rows)
+                .map(|r| {
+                    let i = start + r;
+                    match f {
+                        BiasFeature::PositionDevice => u32::from(ex.device[i]) * p1 + positions[r],
+                        BiasFeature::PositionSource => u32::from(ex.source[i].min(4)) * p1 + positions[r],
+                        BiasFeature::Device => u32::from(ex.device[i]),
+                    }
+                })
+                .collect();
+            bias_cells.push(Tensor::from_vec(cells, rows, dev)?);
+        }
+        let position = (c.position_mode == PositionMode::PlainInput)
+            .then(|| Tensor::from_vec(positions, rows, dev))
+            .transpose()?;
+        let t = c.tasks.len();
+        let labels = Tensor::from_slice(&ex.labels[start * t..end * t], (rows, t), dev)?;
+        let mask = Tensor::from_slice(&ex.mask[start * t..end * t], (rows, t), dev)?;
+        Ok(Batch { rows, dense, fields, position, bias_cells, gate_mask, labels: Some((labels, mask)) })
+    }
+}

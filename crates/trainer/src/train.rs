@@ -1,0 +1,437 @@
+//! The training loop: mini-batches in time order, AdamW, per-epoch
+//! validation on a later time period, early stopping, checkpoints, resume.
+//!
+//! - **Order**: every epoch walks the training rows in impression-time order
+//!   (as the paper trains, sequentially over logs); batches are contiguous
+//!   row ranges, so a batch is copied into tensors without gathering.
+//! - **AdamW** is ours (a few tensor ops per parameter) rather than
+//!   `candle-nn`'s, so that its moments can be checkpointed and a resumed
+//!   run continues exactly. Weight decay applies to weight matrices only,
+//!   not to embeddings, biases or the shallow tower.
+//! - **Reproducible**: parameters are initialised from the seed, and the
+//!   dropout draws of epoch k come from a ChaCha8 stream keyed by
+//!   `(seed, k)`, so a run resumed at an epoch boundary equals an
+//!   uninterrupted one.
+//! - **Checkpoints** (`dir/checkpoint.safetensors` + `dir/state.json`, each
+//!   written to a temporary file and renamed) hold the parameters, the
+//!   optimiser moments, the best parameters so far and the per-epoch history.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use candle_core::{Tensor, Var};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use watchnext_core::{features::DENSE_LEN, model::TaskKind};
+
+use crate::{
+    config::TrainerConfig,
+    dataset::Examples,
+    model::{BatchRng, Model},
+};
+
+/// A training failure, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("tensor error: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Data(String),
+}
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_task_loss: Vec<f64>,
+    pub validation_loss: f64,
+    pub validation_task_loss: Vec<f64>,
+    /// Validation AUC per binary task (`None` for regression tasks or one-class data).
+    pub validation_auc: Vec<Option<f64>>,
+    pub seconds: f64,
+    pub examples_per_second: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub epochs: Vec<EpochMetrics>,
+    /// 1-based epoch whose parameters were kept (lowest validation loss).
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    /// Epochs restored from a checkpoint rather than run now.
+    pub resumed_epochs: usize,
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub progress: bool,
+    /// Where checkpoints go; `None` keeps nothing on disk.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from the checkpoint in `checkpoint_dir`, if there is one.
+    pub resume: bool,
+}
+
+/// Mean and 1/std of each dense feature over `ex` (std 0 → 1).
+pub fn dense_standardisation(ex: &Examples) -> (Vec<f32>, Vec<f32>) {
+    let n = ex.len.max(1) as f64;
+    let mut sum = [0.0f64; DENSE_LEN];
+    let mut sq = [0.0f64; DENSE_LEN];
+    for row in ex.dense.chunks_exact(DENSE_LEN) {
+        for (j, &v) in row.iter().enumerate() {
+            sum[j] += f64::from(v);
+            sq[j] += f64::from(v) * f64::from(v);
+        }
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let inv_std = sum
+        .iter()
+        .zip(&sq)
+        .map(|(s, q)| {
+            let var = (q / n - (s / n) * (s / n)).max(0.0);
+            if var > 1e-12 { (1.0 / var.sqrt()) as f32 } else { 1.0 }
+        })
+        .collect();
+    (mean, inv_std)
+}
+
+/// Masked mean label per task.
+pub fn label_means(ex: &Examples) -> Vec<f32> {
+    let t = ex.tasks.len();
+    let mut sum = vec![0.0f64; t];
+    let mut count = vec![0.0f64; t];
+    for (labels, mask) in ex.labels.chunks_exact(t.max(1)).zip(ex.mask.chunks_exact(t.max(1))) {
+        for k in 0..t {
+            sum[k] += f64::from(labels[k] * mask[k]);
+            count[k] += f64::from(mask[k]);
+        }
+    }
+    sum.iter().zip(&count).map(|(s, c)| if *c > 0.0 { (s / c) as f32 } else { 0.0 }).collect()
+}
+
+/// AdamW with bias correction; moments live beside the parameters.
+#[derive(Debug)]
+struct AdamW {
+    lr: f64,
+    weight_decay: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    step: u64,
+    m: Vec<Var>,
+    v: Vec<Var>,
+}
+
+impl AdamW {
+    fn new(model: &Model, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
+        let zeros = |p: &crate::model::Param| Var::zeros(p.var.dims(), candle_core::DType::F32, model.device());
+        Ok(Self {
+            lr,
+            weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step: 0,
+            m: model.params().iter().map(zeros).collect::<Result<_, _>>()?,
+            v: model.params().iter().map(zeros).collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn update(&mut self, model: &Model, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let c1 = 1.0 - self.beta1.powi(t);
+        let c2 = 1.0 - self.beta2.powi(t);
+        for (i, p) in model.params().iter().enumerate() {
+            let Some(g) = grads.get(p.var.as_tensor()) else { continue };
+            let m = (self.m[i].as_tensor().affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+            let v = (self.v[i].as_tensor().affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+            let step = (m.affine(1.0 / c1, 0.0)? / v.affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, self.eps)?)?;
+            let theta = p.var.as_tensor();
+            let decayed = if self.weight_decay > 0.0 && p.name.ends_with(".weight") {
+                theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?
+            } else {
+                theta.clone()
+            };
+            p.var.set(&(decayed - step.affine(self.lr, 0.0)?)?)?;
+            self.m[i].set(&m)?;
+            self.v[i].set(&v)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    /// Digest of the config the checkpoint belongs to.
+    config: String,
+    step: u64,
+    epochs: Vec<EpochMetrics>,
+    best_epoch: usize,
+    best_loss: f64,
+    since_best: usize,
+}
+
+fn config_digest(config: &TrainerConfig, rows: usize) -> String {
+    let text = serde_json::to_string(config).unwrap_or_default();
+    format!(
+        "{:016x}-{rows}",
+        watchnext_core::features::stable_hash(watchnext_core::features::FNV_OFFSET, text.as_bytes())
+    )
+}
+
+/// Loss and per-task losses of `model` over `ex` (no dropout), plus AUCs.
+pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<(f64, Vec<f64>, Vec<Option<f64>>), TrainError> {
+    let t = model.config.tasks.len();
+    let bs = 4_096;
+    let mut sums = vec![0.0f64; t];
+    let mut counts = vec![0.0f64; t];
+    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); t];
+    let mut truth: Vec<Vec<bool>> = vec![Vec::new(); t];
+    let mut start = 0;
+    while start < ex.len {
+        let end = (start + bs).min(ex.len);
+        let batch = model.batch(ex, start, end, None)?;
+        let fwd = model.forward(&batch, true)?;
+        let Some((labels, mask)) = &batch.labels else { break };
+        let (_, per_task) = model.loss(&fwd, labels, mask)?;
+        let m = mask.sum(0)?.to_vec1::<f32>()?;
+        let logits = fwd.logits.to_vec2::<f32>()?;
+        for k in 0..t {
+            sums[k] += f64::from(per_task[k]) * f64::from(m[k]);
+            counts[k] += f64::from(m[k]);
+            if model.config.tasks[k].kind == TaskKind::Binary {
+                for (r, row) in logits.iter().enumerate() {
+                    let i = start + r;
+                    if ex.mask[i * t + k] > 0.0 {
+                        scores[k].push(row[k]);
+                        truth[k].push(ex.labels[i * t + k] > 0.5);
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    let per: Vec<f64> = sums.iter().zip(&counts).map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 }).collect();
+    let total = per.iter().zip(&model.config.tasks).map(|(l, task)| l * f64::from(task.loss_weight)).sum();
+    let aucs = (0..t).map(|k| watchnext_eval::metrics::auc(&scores[k], &truth[k])).collect();
+    Ok((total, per, aucs))
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    opt: &AdamW,
+    best: &[(String, Tensor)],
+    state: &State,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_owned(), source })?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (i, p) in model.params().iter().enumerate() {
+        tensors.insert(format!("param/{}", p.name), p.var.as_tensor().clone());
+        tensors.insert(format!("adam_m/{}", p.name), opt.m[i].as_tensor().clone());
+        tensors.insert(format!("adam_v/{}", p.name), opt.v[i].as_tensor().clone());
+    }
+    for (name, t) in best {
+        tensors.insert(format!("best/{name}"), t.clone());
+    }
+    let path = dir.join("checkpoint.safetensors");
+    let tmp = dir.join(".checkpoint.safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Data(e.to_string()))?;
+    let state_path = dir.join("state.json");
+    watchnext_core::fsutil::write_atomic(&state_path, &json)
+        .map_err(|source| TrainError::Io { path: state_path, source })
+}
+
+/// Restores a checkpoint; `None` when there is none.
+fn load_checkpoint(
+    dir: &Path,
+    model: &Model,
+    opt: &mut AdamW,
+    digest: &str,
+) -> Result<Option<(State, Vec<(String, Tensor)>)>, TrainError> {
+    let state_path = dir.join("state.json");
+    let Ok(bytes) = std::fs::read(&state_path) else { return Ok(None) };
+    let bad = |problem: String| TrainError::Checkpoint { path: state_path.clone(), problem };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if state.config != digest {
+        return Err(bad(format!(
+            "belongs to another configuration or data set ({} here, {digest} now); remove the folder or train \
+             without --resume",
+            state.config
+        )));
+    }
+    let path = dir.join("checkpoint.safetensors");
+    let tensors = candle_core::safetensors::load(&path, model.device())
+        .map_err(|e| TrainError::Checkpoint { path: path.clone(), problem: e.to_string() })?;
+    let get = |key: String| {
+        tensors
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| TrainError::Checkpoint { path: path.clone(), problem: format!("missing tensor `{key}`") })
+    };
+    let mut params = Vec::new();
+    let mut best = Vec::new();
+    for (i, p) in model.params().iter().enumerate() {
+        params.push((p.name.clone(), get(format!("param/{}", p.name))?));
+        best.push((p.name.clone(), get(format!("best/{}", p.name))?));
+        opt.m[i].set(&get(format!("adam_m/{}", p.name))?)?;
+        opt.v[i].set(&get(format!("adam_v/{}", p.name))?)?;
+    }
+    model.load_values(&params)?;
+    opt.step = state.step;
+    Ok(Some((state, best)))
+}
+
+/// Trains `model` on `train`, early-stopping on `validation`; leaves the
+/// best epoch's parameters in the model.
+pub fn train(
+    model: &Model,
+    train: &Examples,
+    validation: &Examples,
+    options: &TrainOptions,
+) -> Result<TrainReport, TrainError> {
+    let c = model.config.clone();
+    if train.len == 0 {
+        return Err(TrainError::Data("no training rows: generate or import data first".into()));
+    }
+    if validation.len == 0 {
+        return Err(TrainError::Data("no validation rows: the data covers too short a time span".into()));
+    }
+    let mut opt = AdamW::new(model, c.learning_rate, c.weight_decay)?;
+    let digest = config_digest(&c, train.len);
+    let mut state = State {
+        config: digest.clone(),
+        step: 0,
+        epochs: Vec::new(),
+        best_epoch: 0,
+        best_loss: f64::INFINITY,
+        since_best: 0,
+    };
+    let mut best = model.values()?;
+    let mut resumed = 0;
+    if let (Some(dir), true) = (&options.checkpoint_dir, options.resume) {
+        if let Some((s, b)) = load_checkpoint(dir, model, &mut opt, &digest)? {
+            resumed = s.epochs.len();
+            tracing::info!(epochs = resumed, "resumed from checkpoint {}", dir.display());
+            state = s;
+            best = b;
+        }
+    }
+    let batches = train.len.div_ceil(c.batch_size);
+    let mut stopped_early = false;
+    for epoch in state.epochs.len() + 1..=c.max_epochs {
+        if state.since_best >= c.patience && state.best_epoch > 0 {
+            stopped_early = true;
+            break;
+        }
+        let bar = if options.progress {
+            ProgressBar::with_draw_target(Some(batches as u64), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{} [{{wide_bar}}] {{pos}}/{{len}} batches ({{per_sec}}, eta {{eta}}) {{msg}}",
+            c.max_epochs
+        )) {
+            bar.set_style(style);
+        }
+        let mut rng = BatchRng(ChaCha8Rng::seed_from_u64(c.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
+        let started = Instant::now();
+        let t = c.tasks.len();
+        let (mut loss_sum, mut task_sum, mut rows) = (0.0f64, vec![0.0f64; t], 0usize);
+        let mut start = 0;
+        while start < train.len {
+            let end = (start + c.batch_size).min(train.len);
+            let batch = model.batch(train, start, end, Some(&mut rng))?;
+            let fwd = model.forward(&batch, true)?;
+            let Some((labels, mask)) = &batch.labels else { break };
+            let (loss, per_task) = model.loss(&fwd, labels, mask)?;
+            let grads = loss.backward()?;
+            opt.update(model, &grads)?;
+            let n = end - start;
+            let l = f64::from(loss.to_scalar::<f32>()?);
+            if !l.is_finite() {
+                return Err(TrainError::Data(format!(
+                    "the loss diverged (non-finite) at epoch {epoch}, rows {start}..{end}; lower the learning rate"
+                )));
+            }
+            loss_sum += l * n as f64;
+            for (s, p) in task_sum.iter_mut().zip(&per_task) {
+                *s += f64::from(*p) * n as f64;
+            }
+            rows += n;
+            bar.inc(1);
+            if bar.position() % 20 == 0 {
+                bar.set_message(format!("loss {:.4}", loss_sum / rows as f64));
+            }
+            start = end;
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let (validation_loss, validation_task_loss, validation_auc) = evaluate_loss(model, validation)?;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / rows.max(1) as f64,
+            train_task_loss: task_sum.iter().map(|s| s / rows.max(1) as f64).collect(),
+            validation_loss,
+            validation_task_loss,
+            validation_auc,
+            seconds,
+            examples_per_second: rows as f64 / seconds.max(1e-9),
+        };
+        tracing::info!(
+            epoch,
+            train_loss = format!("{:.5}", metrics.train_loss),
+            validation_loss = format!("{:.5}", metrics.validation_loss),
+            examples_per_second = format!("{:.0}", metrics.examples_per_second),
+            "epoch done"
+        );
+        if options.progress {
+            let aucs: Vec<String> = c
+                .tasks
+                .iter()
+                .zip(&metrics.validation_auc)
+                .filter_map(|(task, a)| a.map(|a| format!("{} {a:.4}", task.name)))
+                .collect();
+            eprintln!(
+                "epoch {epoch}: train loss {:.4}, validation loss {:.4}, AUC [{}], {:.0} examples/s",
+                metrics.train_loss,
+                metrics.validation_loss,
+                aucs.join(", "),
+                metrics.examples_per_second
+            );
+        }
+        if metrics.validation_loss < state.best_loss - 1e-6 {
+            state.best_loss = metrics.validation_loss;
+            state.best_epoch = epoch;
+            state.since_best = 0;
+            best = model.values()?;
+        } else {
+            state.since_best += 1;
+        }
+        state.epochs.push(metrics);
+        state.step = opt.step;
+        if let Some(dir) = &options.checkpoint_dir {
+            save_checkpoint(dir, model, &opt, &best, &state)?;
+        }
+    }
+    if state.since_best >= c.patience && state.epochs.len() < c.max_epochs {
+        stopped_early = true;
+    }
+    model.load_values(&best)?;
+    Ok(TrainReport { epochs: state.epochs, best_epoch: state.best_epoch, stopped_early, resumed_epochs: resumed })
+}

@@ -1,0 +1,224 @@
+//! The network on synthetic examples: it learns, gate dropout renormalises,
+//! and the exported ONNX graph has no position input and computes what the
+//! trainer computes (run through ONNX Runtime).
+
+use prost::Message;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use watchnext_core::{
+    features::{DENSE_LEN, FeatureConfig, FeatureSchema, SPARSE_LEN},
+    model::{ModelManifest, TaskKind},
+};
+use watchnext_trainer::{
+    config::{Architecture, Label, PositionMode, TaskConfig, TrainerConfig, Transform},
+    dataset::Examples,
+    export,
+    model::{BatchRng, Model},
+    train::{self, TrainOptions},
+};
+
+fn tiny_config(architecture: Architecture, position_mode: PositionMode) -> TrainerConfig {
+    TrainerConfig {
+        features: FeatureConfig { user_buckets: 50, video_buckets: 100, topic_buckets: 10, history_window: 10 },
+        tasks: vec![
+            TaskConfig {
+                name: "click".into(),
+                kind: TaskKind::Binary,
+                label: Label::Click,
+                transform: Transform::Identity,
+                loss_weight: 1.0,
+                combiner_weight: 1.0,
+                debias: true,
+            },
+            TaskConfig {
+                name: "watch".into(),
+                kind: TaskKind::Regression,
+                label: Label::WatchSeconds,
+                transform: Transform::Log1p,
+                loss_weight: 1.0,
+                combiner_weight: 1.0,
+                debias: false,
+            },
+        ],
+        architecture,
+        position_mode,
+        embedding_dim: 4,
+        bottom: 16,
+        experts: 3,
+        expert_layers: vec![12, 8],
+        tower_layers: vec![6],
+        batch_size: 64,
+        learning_rate: 1e-2,
+        max_epochs: 12,
+        patience: 3,
+        ..TrainerConfig::default()
+    }
+}
+
+/// Rows whose click depends on dense feature 0 and the candidate bucket's
+/// parity, whose watch is 3·feature 1, shown at random positions where a
+/// lower slot halves the click odds.
+fn synthetic(n: usize, seed: u64) -> Examples {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut ex = Examples { tasks: vec!["click".into(), "watch".into()], ..Examples::default() };
+    for i in 0..n {
+        let dense: Vec<f32> = (0..DENSE_LEN).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let sparse: Vec<i64> = [50, 100, 100, 10, 10, 5, 24].iter().map(|&b| rng.random_range(0..b)).collect();
+        let position = rng.random_range(1..=10u32);
+        let logit = 3.0 * dense[0] + if sparse[1] % 2 == 0 { 1.0 } else { -1.0 } - 0.3 * position as f32;
+        let click = rng.random::<f32>() < 1.0 / (1.0 + (-logit).exp());
+        ex.dense.extend(&dense);
+        ex.sparse.extend(&sparse);
+        ex.labels.extend([f32::from(u8::from(click)), 3.0 * dense[1]]);
+        ex.mask.extend([1.0, 1.0]);
+        ex.position.push(position);
+        ex.device.push(sparse[5] as u8);
+        ex.source.push(0);
+        ex.timestamp_ms.push(i as i64);
+        ex.user.push(0);
+        ex.video.push(0);
+        ex.request.push(i as u32);
+    }
+    ex.len = n;
+    ex
+}
+
+fn model_for(config: &TrainerConfig, ex: &Examples) -> Model {
+    let (mean, inv) = train::dense_standardisation(ex);
+    Model::new(config, mean, inv, &train::label_means(ex)).expect("model")
+}
+
+#[test]
+fn loss_falls_on_a_learnable_task() {
+    let config = tiny_config(Architecture::Mmoe, PositionMode::ShallowTower);
+    let (tr, va) = (synthetic(3_000, 1), synthetic(1_000, 2));
+    let model = model_for(&config, &tr);
+    let (before, _, _) = train::evaluate_loss(&model, &va).unwrap();
+    let report = train::train(&model, &tr, &va, &TrainOptions::default()).unwrap();
+    let (after, per_task, aucs) = train::evaluate_loss(&model, &va).unwrap();
+    assert!(after < 0.7 * before, "validation loss {before} → {after}");
+    assert!(aucs[0].unwrap() > 0.8, "click AUC {:?}", aucs[0]);
+    assert!(per_task[1] < 0.5, "watch MSE {}", per_task[1]);
+    assert!(report.best_epoch >= 1 && report.epochs.len() <= config.max_epochs);
+    // Seeded: the same run again gives the same numbers.
+    let again = model_for(&config, &tr);
+    let report2 = train::train(&again, &tr, &va, &TrainOptions::default()).unwrap();
+    assert_eq!(report.epochs[0].train_loss, report2.epochs[0].train_loss);
+}
+
+#[test]
+fn gate_dropout_zeroes_dropped_experts_and_renormalises() {
+    let mut config = tiny_config(Architecture::Mmoe, PositionMode::ShallowTower);
+    config.gate_dropout = 0.4;
+    let ex = synthetic(256, 3);
+    let model = model_for(&config, &ex);
+    let mut rng = BatchRng(ChaCha8Rng::seed_from_u64(9));
+    let batch = model.batch(&ex, 0, 256, Some(&mut rng)).unwrap();
+    let mask = batch.gate_mask.as_ref().expect("a gate mask in training").to_vec3::<f32>().unwrap();
+    let gates = model.forward(&batch, true).unwrap().gates.expect("gates").to_vec3::<f32>().unwrap();
+    let (mut dropped, mut kept) = (0, 0);
+    for (row, mrow) in gates.iter().zip(&mask) {
+        for (gate, m) in row.iter().zip(mrow) {
+            let sum: f32 = gate.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "gate sums to {sum}");
+            for (w, mm) in gate.iter().zip(m) {
+                if *mm != 0.0 {
+                    assert_eq!(*w, 0.0, "a dropped expert has weight 0");
+                    dropped += 1;
+                } else {
+                    assert!(*w > 0.0);
+                    kept += 1;
+                }
+            }
+        }
+    }
+    let share = f64::from(dropped) / f64::from(dropped + kept);
+    assert!((0.3..0.5).contains(&share), "dropped share {share}");
+    // At evaluation there is no mask and no expert is dropped.
+    let plain = model.batch(&ex, 0, 256, None).unwrap();
+    assert!(plain.gate_mask.is_none());
+}
+
+fn run_ort(bytes: &[u8], dense: &[f32], sparse: &[i64], rows: usize, gates: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    use ort::value::Tensor;
+    let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())
+        .expect("ONNX Runtime (run scripts/setup.sh)");
+    let mut loaded = runtime.load("parity", bytes, &watchnext_onnx::SessionOptions::default()).expect("loads");
+    let d = Tensor::from_array(([rows, DENSE_LEN], dense.to_vec())).expect("dense");
+    let s = Tensor::from_array(([rows, SPARSE_LEN], sparse.to_vec())).expect("sparse");
+    let out = loaded.session.run(ort::inputs!["dense" => d, "sparse" => s]).expect("runs");
+    let (_, p) = out["predictions"].try_extract_tensor::<f32>().expect("predictions");
+    let g = gates.then(|| out["gates"].try_extract_tensor::<f32>().expect("gates").1.to_vec());
+    (p.to_vec(), g)
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-2)
+}
+
+#[test]
+fn the_exported_graph_matches_the_trainer_and_has_no_position_input() {
+    for (architecture, mode) in [
+        (Architecture::Mmoe, PositionMode::ShallowTower),
+        (Architecture::SharedBottom, PositionMode::ShallowTower),
+        (Architecture::Mmoe, PositionMode::PlainInput),
+    ] {
+        let mut config = tiny_config(architecture, mode);
+        config.max_epochs = 2;
+        let (tr, va) = (synthetic(1_500, 4), synthetic(300, 5));
+        let model = model_for(&config, &tr);
+        train::train(&model, &tr, &va, &TrainOptions::default()).unwrap();
+        let bytes = export::serving_graph(&model, "parity-test").unwrap();
+
+        let proto = watchnext_onnx::graph::proto::ModelProto::decode(bytes.as_slice()).expect("decodes");
+        let graph = proto.graph.expect("graph");
+        let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["dense", "sparse"], "{architecture:?}/{mode:?}: no position input");
+
+        let rows = va.len;
+        let batch = model.batch(&va, 0, rows, None).unwrap();
+        let fwd = model.forward(&batch, false).unwrap();
+        let want = model.predictions(&fwd.main).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mmoe = architecture == Architecture::Mmoe;
+        let (got, gates) = run_ort(&bytes, &va.dense, &va.sparse, rows, mmoe);
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(close(*g, *w), "{architecture:?}/{mode:?} prediction {i}: onnx {g} vs trainer {w}");
+        }
+        if mmoe {
+            let want_g = fwd.gates.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (g, w) in gates.unwrap().iter().zip(&want_g) {
+                assert!(close(*g, *w), "gate: onnx {g} vs trainer {w}");
+            }
+        }
+        // Random inputs far from the training data too.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut wild = synthetic(64, 12);
+        wild.dense.iter_mut().for_each(|v| *v = rng.random_range(-20.0f32..20.0));
+        let batch = model.batch(&wild, 0, 64, None).unwrap();
+        let fwd = model.forward(&batch, false).unwrap();
+        let want = model.predictions(&fwd.main).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (got, _) = run_ort(&bytes, &wild.dense, &wild.sparse, 64, mmoe);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(close(*g, *w), "wild input: onnx {g} vs trainer {w}");
+        }
+    }
+}
+
+#[test]
+fn the_model_directory_passes_the_contract_check_and_only_for_its_schema() {
+    let config = tiny_config(Architecture::Mmoe, PositionMode::ShallowTower);
+    let ex = synthetic(200, 6);
+    let model = model_for(&config, &ex);
+    let bytes = export::serving_graph(&model, "m-1").unwrap();
+    let manifest = export::manifest(&model, "m-1", Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    export::write_model_dir(dir.path(), &bytes, &manifest).unwrap();
+    let back = ModelManifest::read(dir.path()).unwrap();
+    back.check(&FeatureSchema::new(config.features).unwrap()).unwrap();
+    assert_eq!(back.experts, 3);
+    assert!(back.tasks[0].debiased && !back.tasks[1].debiased);
+    let err = back.check(&FeatureSchema::default()).unwrap_err().to_string();
+    assert!(err.contains("feature schema"), "{err}");
+    assert!(dir.path().join("model.onnx").metadata().unwrap().len() > 1_000);
+}
