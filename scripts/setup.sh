@@ -8,6 +8,9 @@
 #   .venv/  Python packages the tests and benchmarks use (pinned in
 #           integration-tests/python/requirements.txt).
 #
+# It also makes sure a font for the report charts is there: as root with
+# apt-get, it installs fonts-dejavu-core when no DejaVu or Liberation font is.
+#
 # Usage: scripts/setup.sh [--gpu] [--ort-only]
 #   --gpu       unpack the CUDA-enabled `onnxruntime-gpu` wheel instead (needs
 #               an NVIDIA driver and CUDA 12 libraries at run time; then run
@@ -75,3 +78,35 @@ PY
   echo "$package==$ORT_VERSION" > "$stamp"
 fi
 echo "setup: ONNX Runtime at $root/.ort/libonnxruntime.so ($(cat .ort/VERSION))"
+
+# --- A font for the report charts -----------------------------------------
+# The charts (crates/eval/src/charts.rs) draw their text with the first of
+# these fonts they find (keep in step with FONT_CANDIDATES there); without
+# one they are written without any text.
+fonts=(
+  /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+  /usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf
+  /usr/share/fonts/dejavu/DejaVuSans.ttf
+  /usr/share/fonts/TTF/DejaVuSans.ttf
+  /usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf
+  /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
+  /usr/share/fonts/liberation-sans-fonts/LiberationSans-Regular.ttf
+  /usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf
+  /usr/share/fonts/liberation/LiberationSans-Regular.ttf
+)
+have_font() {
+  local font
+  for font in "${fonts[@]}"; do [[ -r "$font" ]] && return 0; done
+  return 1
+}
+if ! have_font && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  echo "setup: installing fonts-dejavu-core for the report charts"
+  install_font() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null
+  }
+  # A fresh image has no package lists yet: update once if the first try fails.
+  install_font 2>/dev/null || { apt-get update -qq >/dev/null && install_font; } || true
+fi
+if ! have_font; then
+  echo "setup: no DejaVu Sans or Liberation Sans font found: report charts will have no text (install fonts-dejavu-core)"
+fi

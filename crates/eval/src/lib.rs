@@ -17,7 +17,11 @@
 //! - [`holdout`]: held-out next watches after a time split and recall@K
 //!   against a random list, the quick check generator crates run in their
 //!   own tests.
+//! - [`charts`]: PNG line charts (learning curves, learned-vs-true position
+//!   bias) and grouped bar charts (expert utilisation per gate) for the
+//!   reports, text drawn with a system font when one is found.
 
+pub mod charts;
 pub mod generators;
 pub mod holdout;
 pub mod metrics;
