@@ -54,6 +54,9 @@ pub struct Config {
     pub feedback: FeedbackConfig,
     pub data: DataConfig,
     pub endpoints: EndpointsConfig,
+    /// `watchnext train`'s settings (tasks, architecture, schedule…), checked
+    /// by the trainer; empty means its defaults.
+    pub trainer: serde_json::Value,
 }
 
 /// The gRPC and metrics listeners.

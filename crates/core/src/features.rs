@@ -29,7 +29,7 @@
 //! profile from the history, the query video, the clock); each candidate is
 //! then a catalogue lookup, a few topic comparisons and 8 hashes.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -256,7 +256,7 @@ pub struct RequestFeatures<'s> {
     query_topics: Vec<u64>,
     query_primary: Option<u64>,
     /// Topic hash → share of the user's recent history (sums to 1 when non-empty).
-    user_topics: HashMap<u64, f32>,
+    user_topics: BTreeMap<u64, f32>,
     /// Sorted catalogue indices of the recent history.
     history_videos: Vec<u32>,
     time_ms: i64,
@@ -298,7 +298,8 @@ impl<'s> RequestFeatures<'s> {
 
         let window = schema.config.history_window as usize;
         let recent = &input.history[input.history.len().saturating_sub(window)..];
-        let mut user_topics: HashMap<u64, f32> = HashMap::new();
+        // Ordered, so that the normalising sum is the same on every run.
+        let mut user_topics: BTreeMap<u64, f32> = BTreeMap::new();
         let mut history_videos = Vec::with_capacity(recent.len());
         let (mut fraction_sum, mut fraction_n) = (0.0f64, 0u32);
         for entry in recent {

@@ -4,6 +4,8 @@
 //! watchnext serve   [--role all|recommender|ranker|topic|cowatch|sequence|context|feedback]
 //! watchnext demo    the main job on the embedded default (all-in-one)
 //! watchnext world generate | import ... | export ...   data (see `data`)
+//! watchnext train   the ranking model → <data>/models/<version>
+//! watchnext eval    [--model DIR] | generators   offline evaluation
 //! watchnext health  [--addr URL]   health of every service of a running server
 //! ```
 //! Global flags (`--config`, `--listen`, ...) are the last configuration
@@ -71,9 +73,12 @@ pub enum Command {
     /// Export the feedback log to Parquet: raw events, or joined training rows.
     #[command(subcommand)]
     Export(crate::data::ExportCommand),
-    /// Offline evaluation on the data folder (generators today).
-    #[command(subcommand)]
-    Eval(crate::data::EvalCommand),
+    /// Train the multi-task ranking model on the data folder's log and write
+    /// a model directory (model.onnx + manifest).
+    Train(crate::training::TrainArgs),
+    /// Offline evaluation: the newest model (default) or `--model DIR` on the
+    /// data folder's test period, or `eval generators`.
+    Eval(crate::data::EvalArgs),
     /// Ask a running server for the health of each of its services.
     Health {
         /// The server's gRPC address.
@@ -164,10 +169,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::data::export(&config, command))
             }
-            Command::Eval(command) => {
+            Command::Train(args) => {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
-                tokio::task::block_in_place(|| crate::data::eval(&config, command))
+                tokio::task::block_in_place(|| crate::training::train(&config, args))
+            }
+            Command::Eval(args) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| match args.command {
+                    Some(crate::data::EvalCommand::Generators { k, users }) => {
+                        crate::data::eval(&config, crate::data::EvalCommand::Generators { k, users })
+                    }
+                    Some(crate::data::EvalCommand::Model(m)) => crate::training::eval_model(&config, m),
+                    None => crate::training::eval_model(&config, args.model),
+                })
             }
             Command::Health { addr } => {
                 let report = health::check(&addr).await?;

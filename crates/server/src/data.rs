@@ -117,6 +117,16 @@ pub enum ExportCommand {
     },
 }
 
+/// `watchnext eval`: a model (default) or the generators.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
+    #[command(flatten)]
+    pub model: crate::training::ModelEvalArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Leave-last-out evaluation of every candidate generator, their union
@@ -130,11 +140,15 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 2_000)]
         users: usize,
     },
+    /// A model directory on the data folder's test period (the default).
+    Model(crate::training::ModelEvalArgs),
 }
 
 /// `watchnext eval ...`
 pub fn eval(config: &Config, command: EvalCommand) -> anyhow::Result<()> {
-    let EvalCommand::Generators { k, users } = command;
+    let EvalCommand::Generators { k, users } = command else {
+        anyhow::bail!("`eval model` is handled by the training commands");
+    };
     let data = DataDir::new(&config.data.dir);
     let catalog = std::sync::Arc::new(
         Catalog::read(&data.catalog()).with_context(|| format!("reading {}", data.catalog().display()))?,

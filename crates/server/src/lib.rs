@@ -29,3 +29,4 @@ pub mod health;
 pub mod middleware;
 pub mod tailer;
 pub mod telemetry;
+pub mod training;

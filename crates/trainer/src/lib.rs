@@ -36,6 +36,9 @@
 
 pub mod config;
 pub mod dataset;
+pub mod evaluate;
 pub mod export;
 pub mod model;
+pub mod pipeline;
+pub mod report;
 pub mod train;

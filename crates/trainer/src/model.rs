@@ -169,7 +169,7 @@ impl Model {
     ) -> candle_core::Result<Self> {
         let schema = FeatureSchema::new(config.features).map_err(candle_core::Error::msg)?;
         let device = Device::Cpu;
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x6d6f_6465_6c);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x006d_6f64_656c);
         let mut params: Vec<Param> = Vec::new();
         fn push(
             params: &mut Vec<Param>,
@@ -425,6 +425,16 @@ impl Model {
             p.var.set(value)?;
         }
         Ok(())
+    }
+
+    /// The shallow tower's position × device weights (`None` without a tower).
+    pub fn bias_tower(&self) -> Option<crate::evaluate::BiasTower> {
+        let (values, _) = self.param_values(&format!("bias.{:?}", BiasFeature::PositionDevice))?;
+        let p1 = self.config.max_position as usize + 1;
+        Some(crate::evaluate::BiasTower {
+            max_position: self.config.max_position,
+            position_device: values.chunks(p1).map(<[f32]>::to_vec).collect(),
+        })
     }
 
     /// A snapshot of every parameter's value.

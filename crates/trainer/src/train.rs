@@ -172,6 +172,9 @@ impl AdamW {
     }
 }
 
+/// Named parameter values.
+type Values = Vec<(String, Tensor)>;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
     /// Digest of the config the checkpoint belongs to.
@@ -192,7 +195,10 @@ fn config_digest(config: &TrainerConfig, rows: usize) -> String {
 }
 
 /// Loss and per-task losses of `model` over `ex` (no dropout), plus AUCs.
-pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<(f64, Vec<f64>, Vec<Option<f64>>), TrainError> {
+/// Total loss, per-task losses and per-task AUCs (binary tasks).
+pub type LossReport = (f64, Vec<f64>, Vec<Option<f64>>);
+
+pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<LossReport, TrainError> {
     let t = model.config.tasks.len();
     let bs = 4_096;
     let mut sums = vec![0.0f64; t];
@@ -262,7 +268,7 @@ fn load_checkpoint(
     model: &Model,
     opt: &mut AdamW,
     digest: &str,
-) -> Result<Option<(State, Vec<(String, Tensor)>)>, TrainError> {
+) -> Result<Option<(State, Values)>, TrainError> {
     let state_path = dir.join("state.json");
     let Ok(bytes) = std::fs::read(&state_path) else { return Ok(None) };
     let bad = |problem: String| TrainError::Checkpoint { path: state_path.clone(), problem };
@@ -323,13 +329,13 @@ pub fn train(
     };
     let mut best = model.values()?;
     let mut resumed = 0;
-    if let (Some(dir), true) = (&options.checkpoint_dir, options.resume) {
-        if let Some((s, b)) = load_checkpoint(dir, model, &mut opt, &digest)? {
-            resumed = s.epochs.len();
-            tracing::info!(epochs = resumed, "resumed from checkpoint {}", dir.display());
-            state = s;
-            best = b;
-        }
+    if let (Some(dir), true) = (&options.checkpoint_dir, options.resume)
+        && let Some((s, b)) = load_checkpoint(dir, model, &mut opt, &digest)?
+    {
+        resumed = s.epochs.len();
+        tracing::info!(epochs = resumed, "resumed from checkpoint {}", dir.display());
+        state = s;
+        best = b;
     }
     let batches = train.len.div_ceil(c.batch_size);
     let mut stopped_early = false;

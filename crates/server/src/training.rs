@@ -1,0 +1,217 @@
+//! `watchnext train` and `watchnext eval [model]`: the trainer's pipeline
+//! on the configured data folder, with the `[trainer]` configuration section
+//! and a few flags on top.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use watchnext_core::{Config, datadir::DataDir};
+use watchnext_trainer::{
+    config::{Architecture, PositionMode, TrainerConfig},
+    pipeline::{self, TrainRun},
+};
+
+/// `watchnext train` flags (each overrides the `[trainer]` section).
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model directory to write (default: <data>/models/<version>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Model version (default: <architecture>-<UTC time>).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// trainer.architecture
+    #[arg(long, value_enum)]
+    pub architecture: Option<ArchitectureArg>,
+    /// trainer.position_mode
+    #[arg(long, value_enum)]
+    pub position: Option<PositionArg>,
+    /// trainer.max_epochs
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// trainer.seed
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// trainer.gate_dropout
+    #[arg(long)]
+    pub gate_dropout: Option<f32>,
+    /// Continue from the model directory's checkpoint (same config and data).
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ArchitectureArg {
+    Mmoe,
+    SharedBottom,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PositionArg {
+    ShallowTower,
+    PlainInput,
+    Absent,
+}
+
+/// `watchnext eval model` flags.
+#[derive(Debug, Args, Default)]
+pub struct ModelEvalArgs {
+    /// Model directory (default: the newest under <data>/models).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The `[trainer]` section as a [`TrainerConfig`].
+pub fn trainer_config(config: &Config) -> anyhow::Result<TrainerConfig> {
+    let c: TrainerConfig = match &config.trainer {
+        serde_json::Value::Null => TrainerConfig::default(),
+        v => serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("configuration key `trainer`: {e}"))?,
+    };
+    Ok(c)
+}
+
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (h, m, s) = (secs % 86_400 / 3_600, secs % 3_600 / 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}Z")
+}
+
+/// `watchnext train`.
+pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
+    let mut trainer = trainer_config(config)?;
+    if let Some(a) = args.architecture {
+        trainer.architecture = match a {
+            ArchitectureArg::Mmoe => Architecture::Mmoe,
+            ArchitectureArg::SharedBottom => Architecture::SharedBottom,
+        };
+    }
+    if let Some(p) = args.position {
+        trainer.position_mode = match p {
+            PositionArg::ShallowTower => PositionMode::ShallowTower,
+            PositionArg::PlainInput => PositionMode::PlainInput,
+            PositionArg::Absent => PositionMode::Absent,
+        };
+    }
+    if let Some(e) = args.epochs {
+        trainer.max_epochs = e;
+    }
+    if let Some(s) = args.seed {
+        trainer.seed = s;
+    }
+    if let Some(g) = args.gate_dropout {
+        trainer.gate_dropout = g;
+    }
+    trainer.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let data = DataDir::new(&config.data.dir);
+    let kind = match trainer.architecture {
+        Architecture::Mmoe => "mmoe",
+        Architecture::SharedBottom => "shared-bottom",
+    };
+    let version = args.version.unwrap_or_else(|| format!("{kind}-{}", utc_stamp()));
+    let out = args.out.unwrap_or_else(|| data.models().join(&version));
+    let run = TrainRun {
+        config: trainer,
+        data_dir: data.root().to_owned(),
+        out_dir: out.clone(),
+        model_version: version,
+        progress: !args.quiet,
+        checkpoint_dir: None,
+        resume: args.resume,
+    };
+    let outcome = pipeline::run_training(&run).with_context(|| format!("training on {}", data.root().display()))?;
+    println!(
+        "trained {} on {} rows ({} validation, {} test) in {:.0}s; best epoch {} of {}",
+        outcome.model_version,
+        outcome.train_rows,
+        outcome.validation_rows,
+        outcome.test_rows,
+        outcome.seconds,
+        outcome.report.best_epoch,
+        outcome.report.epochs.len()
+    );
+    for m in &outcome.test_metrics {
+        match (m.auc, m.mse) {
+            (Some(auc), _) => println!("  {:<8} test AUC {auc:.4}  ({} rows)", m.task, m.rows),
+            (None, Some(mse)) => println!("  {:<8} test MSE {mse:.4}  ({} rows)", m.task, m.rows),
+            _ => println!("  {:<8} no test labels", m.task),
+        }
+    }
+    let polarised = outcome.gates.iter().filter(|g| g.polarised).count();
+    if !outcome.gates.is_empty() {
+        println!("  gates: {polarised} of {} polarised", outcome.gates.len());
+    }
+    println!("model directory: {}", out.display());
+    println!("next: watchnext eval --model {}", out.display());
+    Ok(())
+}
+
+/// The newest model directory (by manifest creation time) under `models`.
+fn newest_model(models: &Path) -> anyhow::Result<PathBuf> {
+    let mut best: Option<(i64, PathBuf)> = None;
+    let entries = std::fs::read_dir(models)
+        .with_context(|| format!("{}: no models yet; run `watchnext train` first", models.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if let Ok(m) = watchnext_core::model::ModelManifest::read(&path)
+            && best.as_ref().is_none_or(|(t, _)| m.created_ms > *t)
+        {
+            best = Some((m.created_ms, path));
+        }
+    }
+    best.map(|(_, p)| p)
+        .ok_or_else(|| anyhow::anyhow!("{}: no model directory found; run `watchnext train` first", models.display()))
+}
+
+/// `watchnext eval [model]`.
+pub fn eval_model(config: &Config, args: ModelEvalArgs) -> anyhow::Result<()> {
+    let data = DataDir::new(&config.data.dir);
+    let dir = match args.model {
+        Some(dir) => dir,
+        None => newest_model(&data.models())?,
+    };
+    let outcome = pipeline::run_eval(&dir, data.root(), !args.quiet)
+        .with_context(|| format!("evaluating {} on {}", dir.display(), data.root().display()))?;
+    println!("{} on {} test rows:", outcome.model_version, outcome.test_rows);
+    for m in &outcome.metrics {
+        match (m.auc, m.mse) {
+            (Some(auc), _) => println!("  {:<8} AUC {auc:.4}", m.task),
+            (None, Some(mse)) => println!("  {:<8} MSE {mse:.4}", m.task),
+            _ => println!("  {:<8} no labels", m.task),
+        }
+    }
+    for g in &outcome.gates {
+        println!(
+            "  gate {:<8} entropy {:.3}, {} experts < 1%{}",
+            g.task,
+            g.entropy,
+            g.below_one_percent,
+            if g.polarised { " (polarised)" } else { "" }
+        );
+    }
+    for c in &outcome.bias_curves {
+        println!("  bias {:<8} mean |learned − true| {:.4}", c.device, c.mean_abs_error);
+    }
+    if let (Some(m), Some(l)) = (outcome.ndcg_model, outcome.ndcg_logged) {
+        println!("  NDCG@10 vs true relevance: model {m:.4}, logged order {l:.4}");
+    }
+    println!("report: {}", outcome.report.display());
+    Ok(())
+}

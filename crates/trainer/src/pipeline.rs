@@ -1,0 +1,300 @@
+//! `watchnext train` and `watchnext eval` end to end.
+//!
+//! **Train**: load the labelled impressions of a data folder (features by
+//! the shared schema), split them by time into train / validation / test,
+//! standardise on the training rows, train with early stopping, export the
+//! serving graph, evaluate the *exported* graph on the test period with ONNX
+//! Runtime, and write the model directory:
+//!
+//! | file | for whom |
+//! |---|---|
+//! | `model.onnx` | the ranker (serving graph, no position input) |
+//! | `manifest.json` | the ranker (contract) and people (metrics, data) |
+//! | `trainer_config.json` | `watchnext eval` and retraining: the exact config |
+//! | `training.json` | per-epoch losses and AUCs (learning curves) |
+//! | `bias_tower.json` | evaluation only: the shallow tower's weights |
+//!
+//! The manifest is written last, so a directory with a manifest is complete.
+//!
+//! **Eval**: rebuild the same test period from the data folder, run the
+//! model directory's `model.onnx` over it, and write `report/report.md` with
+//! PNG charts (learning curves, bias curves against the world's truth,
+//! expert utilisation per gate).
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::{Deserialize, Serialize};
+use watchnext_core::model::{ModelManifest, TrainingSummary};
+use watchnext_world::{World, WorldConfig};
+
+use crate::{
+    config::{PositionMode, TrainerConfig},
+    dataset::{self, DatasetSummary, Examples},
+    evaluate::{self, BIAS_TOWER_FILE, BiasCurve, BiasTower, GateUtilisation, TaskMetric},
+    export,
+    model::Model,
+    train::{self, TrainOptions, TrainReport},
+};
+
+pub const CONFIG_FILE: &str = "trainer_config.json";
+pub const TRAINING_FILE: &str = "training.json";
+
+/// Anything that stops a train or eval run, with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("trainer config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Dataset(#[from] dataset::DatasetError),
+    #[error(transparent)]
+    Train(#[from] train::TrainError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Eval(#[from] evaluate::EvalError),
+    #[error(transparent)]
+    Manifest(#[from] watchnext_core::model::ManifestError),
+    #[error(transparent)]
+    Onnx(#[from] watchnext_onnx::OnnxError),
+    #[error("{path}: {problem}")]
+    File { path: PathBuf, problem: String },
+    #[error("building the model: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), PipelineError> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| PipelineError::File { path: path.to_owned(), problem: e.to_string() })?;
+    watchnext_core::fsutil::write_atomic(path, &bytes)
+        .map_err(|e| PipelineError::File { path: path.to_owned(), problem: e.to_string() })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, PipelineError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| PipelineError::File { path: path.to_owned(), problem: e.to_string() })?;
+    serde_json::from_slice(&bytes).map_err(|e| PipelineError::File { path: path.to_owned(), problem: e.to_string() })
+}
+
+/// A training run.
+#[derive(Debug, Clone)]
+pub struct TrainRun {
+    pub config: TrainerConfig,
+    /// The data folder to learn from.
+    pub data_dir: PathBuf,
+    /// Where the model directory goes.
+    pub out_dir: PathBuf,
+    pub model_version: String,
+    pub progress: bool,
+    /// Checkpoint folder (kept for `resume`); `None` = `out_dir/checkpoint`.
+    pub checkpoint_dir: Option<PathBuf>,
+    pub resume: bool,
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub model_dir: PathBuf,
+    pub model_version: String,
+    pub dataset: DatasetSummary,
+    pub train_rows: usize,
+    pub validation_rows: usize,
+    pub test_rows: usize,
+    pub report: TrainReport,
+    pub test_metrics: Vec<TaskMetric>,
+    pub gates: Vec<GateUtilisation>,
+    pub seconds: f64,
+}
+
+/// The data split every command agrees on.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub train: Examples,
+    pub validation: Examples,
+    pub test: Examples,
+}
+
+/// Loads and splits a data folder's examples.
+pub fn load_split(
+    data_dir: &Path,
+    config: &TrainerConfig,
+    progress: bool,
+) -> Result<(Split, DatasetSummary), PipelineError> {
+    let (all, summary) = dataset::from_data_dir(data_dir, config, progress)?;
+    let (train, validation, test) = dataset::split_by_time(&all, config.validation_fraction, config.test_fraction);
+    Ok((Split { train, validation, test }, summary))
+}
+
+/// Trains a model on `split` (fresh, seeded) and returns it with its report.
+pub fn fit(
+    config: &TrainerConfig,
+    split: &Split,
+    options: &TrainOptions,
+) -> Result<(Model, TrainReport), PipelineError> {
+    let (mean, inv_std) = train::dense_standardisation(&split.train);
+    let model = Model::new(config, mean, inv_std, &train::label_means(&split.train))?;
+    let report = train::train(&model, &split.train, &split.validation, options)?;
+    Ok((model, report))
+}
+
+/// Exports `model` into `dir` and evaluates the exported graph on `test`.
+pub fn export_and_score(
+    model: &Model,
+    dir: &Path,
+    version: &str,
+    training: TrainingSummary,
+    test: &Examples,
+) -> Result<(ModelManifest, Vec<TaskMetric>, Vec<GateUtilisation>, evaluate::Predictions), PipelineError> {
+    let bytes = export::serving_graph(model, version)?;
+    let mut manifest = export::manifest(model, version, training);
+    std::fs::create_dir_all(dir).map_err(|e| PipelineError::File { path: dir.to_owned(), problem: e.to_string() })?;
+    watchnext_onnx::graph::write_model(&dir.join(watchnext_core::model::MODEL_FILE), &bytes)?;
+    write_json(&dir.join(CONFIG_FILE), &model.config)?;
+    if let Some(tower) = model.bias_tower() {
+        write_json(&dir.join(BIAS_TOWER_FILE), &tower)?;
+    }
+    let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())?;
+    let predictions = evaluate::predict(&runtime, dir, &manifest, test, 4_096)?;
+    let metrics = evaluate::task_metrics(&manifest, test, &predictions);
+    let gates = evaluate::gate_report(&manifest, &predictions);
+    for m in &metrics {
+        if let Some(auc) = m.auc {
+            manifest.metrics.insert(format!("{}.auc", m.task), auc);
+        }
+        if let Some(mse) = m.mse {
+            manifest.metrics.insert(format!("{}.mse", m.task), mse);
+        }
+    }
+    manifest.metrics.insert("gates.polarised".into(), gates.iter().filter(|g| g.polarised).count() as f64);
+    manifest.check(&model.schema)?;
+    manifest.write(dir)?;
+    Ok((manifest, metrics, gates, predictions))
+}
+
+/// `watchnext train`.
+pub fn run_training(run: &TrainRun) -> Result<TrainOutcome, PipelineError> {
+    let started = Instant::now();
+    run.config.validate().map_err(PipelineError::Config)?;
+    let (split, summary) = load_split(&run.data_dir, &run.config, run.progress)?;
+    if run.progress {
+        eprintln!(
+            "{} rows: {} train, {} validation, {} test (time ordered)",
+            summary.rows, split.train.len, split.validation.len, split.test.len
+        );
+        for note in &summary.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    let checkpoint_dir = run.checkpoint_dir.clone().unwrap_or_else(|| run.out_dir.join("checkpoint"));
+    let options = TrainOptions { progress: run.progress, checkpoint_dir: Some(checkpoint_dir), resume: run.resume };
+    let (model, report) = fit(&run.config, &split, &options)?;
+    write_json(&run.out_dir.join(TRAINING_FILE), &report)?;
+    let mut details = std::collections::BTreeMap::new();
+    details.insert("architecture".into(), serde_json::json!(run.config.architecture));
+    details.insert("position_mode".into(), serde_json::json!(run.config.position_mode));
+    details.insert("best_epoch".into(), serde_json::json!(report.best_epoch));
+    details.insert("epochs".into(), serde_json::json!(report.epochs.len()));
+    details.insert("seed".into(), serde_json::json!(run.config.seed));
+    let training = TrainingSummary {
+        source: summary.source.clone(),
+        train_rows: split.train.len as u64,
+        validation_rows: split.validation.len as u64,
+        test_rows: split.test.len as u64,
+        first_ms: summary.first_ms.unwrap_or(0),
+        last_ms: summary.last_ms.unwrap_or(0),
+        details,
+    };
+    let (_, test_metrics, gates, _) =
+        export_and_score(&model, &run.out_dir, &run.model_version, training, &split.test)?;
+    Ok(TrainOutcome {
+        model_dir: run.out_dir.clone(),
+        model_version: run.model_version.clone(),
+        dataset: summary,
+        train_rows: split.train.len,
+        validation_rows: split.validation.len,
+        test_rows: split.test.len,
+        report,
+        test_metrics,
+        gates,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What `watchnext eval` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalOutcome {
+    pub model_version: String,
+    pub test_rows: usize,
+    pub metrics: Vec<TaskMetric>,
+    pub gates: Vec<GateUtilisation>,
+    /// World data only: learned vs true position bias.
+    pub bias_curves: Vec<BiasCurve>,
+    /// World data only: NDCG@10 against true relevance of the model's click
+    /// prediction, and of the logged order.
+    pub ndcg_model: Option<f64>,
+    pub ndcg_logged: Option<f64>,
+    pub report: PathBuf,
+    pub notes: Vec<String>,
+}
+
+/// `watchnext eval`: scores the model directory on the data folder's test
+/// period and writes `model_dir/report/`.
+pub fn run_eval(model_dir: &Path, data_dir: &Path, progress: bool) -> Result<EvalOutcome, PipelineError> {
+    let manifest = ModelManifest::read(model_dir)?;
+    let config: TrainerConfig = read_json(&model_dir.join(CONFIG_FILE))?;
+    let schema = watchnext_core::features::FeatureSchema::new(config.features).map_err(PipelineError::Config)?;
+    manifest.check(&schema)?;
+    let (split, _) = load_split(data_dir, &config, progress)?;
+    let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())?;
+    let predictions = evaluate::predict(&runtime, model_dir, &manifest, &split.test, 4_096)?;
+    let metrics = evaluate::task_metrics(&manifest, &split.test, &predictions);
+    let gates = evaluate::gate_report(&manifest, &predictions);
+    let mut notes = Vec::new();
+    let world_path = watchnext_core::datadir::DataDir::new(data_dir).world_config();
+    let world = if world_path.is_file() {
+        let config = WorldConfig::read(&world_path)
+            .map_err(|e| PipelineError::File { path: world_path.clone(), problem: e.to_string() })?;
+        Some(
+            World::build(&config)
+                .map_err(|e| PipelineError::File { path: world_path.clone(), problem: e.to_string() })?,
+        )
+    } else {
+        notes.push("no synthetic world in the data folder: ground-truth comparisons skipped".into());
+        None
+    };
+    let mut bias_curves = Vec::new();
+    let (mut ndcg_model, mut ndcg_logged) = (None, None);
+    if let Some(world) = &world {
+        let tower_path = model_dir.join(BIAS_TOWER_FILE);
+        if config.position_mode == PositionMode::ShallowTower && tower_path.is_file() {
+            let tower: BiasTower = read_json(&tower_path)?;
+            bias_curves = evaluate::bias_curves(&tower, world, config.max_position.min(world.config().list_size));
+        }
+        if let Some(click) = manifest.tasks.iter().position(|t| t.name == "click") {
+            let t = manifest.tasks.len();
+            let scores: Vec<f32> = (0..split.test.len).map(|i| predictions.values[i * t + click]).collect();
+            ndcg_model = evaluate::ndcg_vs_truth(world, &split.test, &scores, 10);
+            let logged: Vec<f32> = split.test.position.iter().map(|&p| -(p as f32)).collect();
+            ndcg_logged = evaluate::ndcg_vs_truth(world, &split.test, &logged, 10);
+        }
+    }
+    let training: Option<TrainReport> = read_json(&model_dir.join(TRAINING_FILE)).ok();
+    let report_dir = model_dir.join("report");
+    std::fs::create_dir_all(&report_dir)
+        .map_err(|e| PipelineError::File { path: report_dir.clone(), problem: e.to_string() })?;
+    let outcome = EvalOutcome {
+        model_version: manifest.model_version.clone(),
+        test_rows: split.test.len,
+        metrics,
+        gates,
+        bias_curves,
+        ndcg_model,
+        ndcg_logged,
+        report: report_dir.join("report.md"),
+        notes,
+    };
+    crate::report::write(&report_dir, &manifest, &outcome, training.as_ref())?;
+    Ok(outcome)
+}
