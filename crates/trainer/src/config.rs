@@ -150,6 +150,11 @@ pub struct TrainerConfig {
     pub position_dropout: f32,
     pub batch_size: usize,
     pub learning_rate: f64,
+    /// The shallow tower's learning rate as a multiple of `learning_rate`:
+    /// its few weights start at 0 and must travel several logits (a 10th
+    /// slot on a tv is examined ~30× less than the first), which Adam's
+    /// per-step bound of about one learning rate would make slow.
+    pub bias_learning_rate_scale: f64,
     pub weight_decay: f64,
     pub max_epochs: usize,
     /// Stop after this many epochs without validation improvement.
@@ -182,6 +187,7 @@ impl Default for TrainerConfig {
             position_dropout: 0.1,
             batch_size: 512,
             learning_rate: 2e-3,
+            bias_learning_rate_scale: 10.0,
             weight_decay: 1e-4,
             max_epochs: 8,
             patience: 2,
@@ -277,6 +283,12 @@ impl TrainerConfig {
         }
         if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
             return Err(format!("trainer.learning_rate = {}: must be within (0, 1)", self.learning_rate));
+        }
+        if !(self.bias_learning_rate_scale > 0.0 && self.bias_learning_rate_scale <= 1_000.0) {
+            return Err(format!(
+                "trainer.bias_learning_rate_scale = {}: must be within (0, 1000]",
+                self.bias_learning_rate_scale
+            ));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
             return Err(format!("trainer.weight_decay = {}: must be within [0, 1)", self.weight_decay));

@@ -9,7 +9,7 @@
 //! one softmax gate per task (output `gates`), the mixture as one batched
 //! matmul, batched towers, then a sigmoid on binary tasks (output
 //! `predictions`). In plain-input position mode, the "missing position"
-//! embedding is a constant, folded into the bottom layer's bias.
+//! embedding row is a constant input block, expanded over the batch.
 
 use std::path::Path;
 
@@ -71,23 +71,25 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
         let idx = g.op("Gather", &[SPARSE_INPUT, &column], &[("axis", Attr::Int(1))], "ids");
         parts.push(g.op("Gather", &[&tables[table], &idx], &[("axis", Attr::Int(0))], "embedded"));
     }
+    if c.position_mode == PositionMode::PlainInput {
+        // Serving never knows the position: the "missing" row (0) of the
+        // position embedding, repeated over the batch.
+        let (pos, pshape) = get("embedding.position")?;
+        let d = pshape[1];
+        let row = g.init_f32("position_missing", &[1, d as i64], &pos[..d]);
+        let shape = g.op("Shape", &[DENSE_INPUT], &[], "dense_shape");
+        let first = g.init_i64("batch_axis", &[1], &[0]);
+        let batch = g.op("Gather", &[&shape, &first], &[("axis", Attr::Int(0))], "batch");
+        let width = g.init_i64("position_width", &[1], &[d as i64]);
+        let target = g.op("Concat", &[&batch, &width], &[("axis", Attr::Int(0))], "position_shape");
+        parts.push(g.op("Expand", &[&row, &target], &[], "position"));
+    }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let x = g.op("Concat", &refs, &[("axis", Attr::Int(1))], "input");
 
-    // Bottom layer (with the constant "missing position" folded into its bias).
-    let (mut wb, wshape) = get("bottom.weight")?;
-    let (mut bb, _) = get("bottom.bias")?;
-    let (rows, bottom) = (wshape[0], wshape[1]);
-    let mut in_rows = rows;
-    if c.position_mode == PositionMode::PlainInput {
-        let (pos, pshape) = get("embedding.position")?;
-        let d = pshape[1];
-        in_rows = rows - d;
-        for (j, b) in bb.iter_mut().enumerate() {
-            *b += (0..d).map(|k| pos[k] * wb[(in_rows + k) * bottom + j]).sum::<f32>();
-        }
-        wb.truncate(in_rows * bottom);
-    }
+    let (wb, wshape) = get("bottom.weight")?;
+    let (bb, _) = get("bottom.bias")?;
+    let (in_rows, bottom) = (wshape[0], wshape[1]);
     let wb = g.init_f32("bottom_weight", &[in_rows as i64, bottom as i64], &wb);
     let bb = g.init_f32("bottom_bias", &[bottom as i64], &bb);
     let mm = g.op("MatMul", &[&x, &wb], &[], "bottom_mm");

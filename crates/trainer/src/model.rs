@@ -45,6 +45,38 @@ const DROPPED: f32 = -1e9;
 /// videos share one table, as do their topics).
 pub const FIELD_TABLE: [usize; SPARSE_LEN] = [0, 1, 1, 2, 2, 3, 4];
 
+/// An embedding table, kept on the host and updated sparsely: a batch
+/// gathers its rows into a small leaf tensor, and after the backward pass
+/// only those rows are updated (lazy Adam), so a step costs O(batch · dim)
+/// whatever the table's size — a dense update of 100k-row tables would
+/// cost more than the whole network.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    pub rows: usize,
+    pub dim: usize,
+    pub values: Vec<f32>,
+    /// Adam moments per value.
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl Table {
+    fn new(name: String, rows: usize, dim: usize, values: Vec<f32>) -> Self {
+        Self { name, rows, dim, m: vec![0.0; values.len()], v: vec![0.0; values.len()], values }
+    }
+
+    /// Rows `ids` (clamped into range) as a `[ids.len(), dim]` vector.
+    pub fn gather(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(ids.len() * self.dim);
+        for &id in ids {
+            let r = (id as usize).min(self.rows - 1);
+            out.extend_from_slice(&self.values[r * self.dim..(r + 1) * self.dim]);
+        }
+        out
+    }
+}
+
 /// A named parameter.
 #[derive(Debug, Clone)]
 pub struct Param {
@@ -58,8 +90,11 @@ pub struct Batch {
     pub rows: usize,
     /// `[B, DENSE_LEN]`, raw (normalised inside the model).
     pub dense: Tensor,
-    /// One `[B]` u32 index tensor per sparse field.
-    pub fields: Vec<Tensor>,
+    /// Per sparse field: the table rows of the batch.
+    pub field_rows: Vec<Vec<u32>>,
+    /// Per sparse field: the gathered `[B, dim]` rows (leaf variables in
+    /// training, whose gradients update the tables).
+    pub embedded: Vec<Var>,
     /// `[B]` u32 position bucket (0 = missing), used in plain-input mode.
     pub position: Option<Tensor>,
     /// One `[B]` u32 cell index per bias feature.
@@ -79,6 +114,7 @@ pub struct Model {
     pub mean: Vec<f32>,
     pub inv_std: Vec<f32>,
     params: Vec<Param>,
+    tables: std::sync::Mutex<Vec<Table>>,
     index: ParamIndex,
     device: Device,
 }
@@ -86,7 +122,6 @@ pub struct Model {
 /// Positions of the parameters in `params`.
 #[derive(Debug, Clone, Default)]
 struct ParamIndex {
-    tables: Vec<usize>,
     position: Option<usize>,
     bottom: (usize, usize),
     /// (weight, bias) per expert layer (or per shared layer).
@@ -198,10 +233,10 @@ impl Model {
         let buckets = schema.sparse_buckets();
         let table_rows = [buckets[0], buckets[1], buckets[3], buckets[5], buckets[6]];
         let mut index = ParamIndex::default();
+        let mut tables = Vec::new();
         for (t, rows) in table_rows.iter().enumerate() {
             let rows = *rows as usize;
-            let values = uniform(&mut rng, rows * d, 0.05);
-            index.tables.push(push(&mut params, format!("embedding.{t}"), &[rows, d], values)?);
+            tables.push(Table::new(format!("embedding.{t}"), rows, d, uniform(&mut rng, rows * d, 0.05)));
         }
         if config.position_mode == PositionMode::PlainInput {
             let rows = config.max_position as usize + 1;
@@ -268,7 +303,8 @@ impl Model {
             });
             index.bias.push(params.len() - 1);
         }
-        Ok(Self { config: config.clone(), schema, mean, inv_std, params, index, device })
+        let tables = std::sync::Mutex::new(tables);
+        Ok(Self { config: config.clone(), schema, mean, inv_std, params, tables, index, device })
     }
 
     pub fn params(&self) -> &[Param] {
@@ -283,8 +319,16 @@ impl Model {
         self.params[i].var.as_tensor()
     }
 
-    /// The value of a parameter as a flat vector and its shape (for export).
+    /// The embedding tables (locked while the guard lives).
+    pub fn tables(&self) -> std::sync::MutexGuard<'_, Vec<Table>> {
+        self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The value of a parameter or table as a flat vector and its shape (for export).
     pub fn param_values(&self, name: &str) -> Option<(Vec<f32>, Vec<usize>)> {
+        if let Some(t) = self.tables().iter().find(|t| t.name == name) {
+            return Some((t.values.clone(), vec![t.rows, t.dim]));
+        }
         let p = self.params.iter().find(|p| p.name == name)?;
         let t = p.var.as_tensor();
         Some((t.flatten_all().ok()?.to_vec1().ok()?, t.dims().to_vec()))
@@ -302,8 +346,8 @@ impl Model {
         let mean = Tensor::from_slice(&self.mean, (1, DENSE_LEN), &self.device)?;
         let inv = Tensor::from_slice(&self.inv_std, (1, DENSE_LEN), &self.device)?;
         let mut parts = vec![batch.dense.broadcast_sub(&mean)?.broadcast_mul(&inv)?];
-        for (field, idx) in batch.fields.iter().enumerate() {
-            parts.push(self.p(self.index.tables[FIELD_TABLE[field]]).index_select(idx, 0)?);
+        for e in &batch.embedded {
+            parts.push(e.as_tensor().clone());
         }
         if let Some(p) = self.index.position {
             let missing;
@@ -410,6 +454,18 @@ impl Model {
     /// Copies parameter values from `other` (same config), e.g. the best epoch.
     pub fn load_values(&self, values: &[(String, Tensor)]) -> candle_core::Result<()> {
         for (name, value) in values {
+            if let Some(t) = self.tables().iter_mut().find(|t| &t.name == name) {
+                if value.dims() != [t.rows, t.dim] {
+                    return Err(candle_core::Error::msg(format!(
+                        "checkpoint table `{name}` has shape {:?}, the model [{}, {}]",
+                        value.dims(),
+                        t.rows,
+                        t.dim
+                    )));
+                }
+                t.values = value.flatten_all()?.to_vec1()?;
+                continue;
+            }
             let p = self
                 .params
                 .iter()
@@ -439,7 +495,14 @@ impl Model {
 
     /// A snapshot of every parameter's value.
     pub fn values(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
-        self.params.iter().map(|p| Ok((p.name.clone(), p.var.as_tensor().copy()?))).collect()
+        let mut out: Vec<(String, Tensor)> = Vec::new();
+        for t in self.tables().iter() {
+            out.push((t.name.clone(), Tensor::from_slice(&t.values, (t.rows, t.dim), &self.device)?));
+        }
+        for p in &self.params {
+            out.push((p.name.clone(), p.var.as_tensor().copy()?));
+        }
+        Ok(out)
     }
 }
 
@@ -462,10 +525,18 @@ impl Model {
         let rows = end - start;
         let dev = &self.device;
         let dense = Tensor::from_slice(&ex.dense[start * DENSE_LEN..end * DENSE_LEN], (rows, DENSE_LEN), dev)?;
-        let mut fields = Vec::with_capacity(SPARSE_LEN);
-        for f in 0..SPARSE_LEN {
-            let idx: Vec<u32> = (start..end).map(|i| ex.sparse[i * SPARSE_LEN + f] as u32).collect();
-            fields.push(Tensor::from_vec(idx, rows, dev)?);
+        let mut field_rows = Vec::with_capacity(SPARSE_LEN);
+        let mut embedded = Vec::with_capacity(SPARSE_LEN);
+        {
+            let tables = self.tables();
+            for (f, &table) in FIELD_TABLE.iter().enumerate() {
+                let t = &tables[table];
+                let ids: Vec<u32> = (start..end)
+                    .map(|i| (ex.sparse[i * SPARSE_LEN + f].max(0) as u64).min(t.rows as u64 - 1) as u32)
+                    .collect();
+                embedded.push(Var::from_vec(t.gather(&ids), (rows, t.dim), dev)?);
+                field_rows.push(ids);
+            }
         }
         let max_p = c.max_position;
         let mut positions: Vec<u32> = ex.position[start..end].iter().map(|&p| p.clamp(1, max_p)).collect();
@@ -515,6 +586,6 @@ impl Model {
         let t = c.tasks.len();
         let labels = Tensor::from_slice(&ex.labels[start * t..end * t], (rows, t), dev)?;
         let mask = Tensor::from_slice(&ex.mask[start * t..end * t], (rows, t), dev)?;
-        Ok(Batch { rows, dense, fields, position, bias_cells, gate_mask, labels: Some((labels, mask)) })
+        Ok(Batch { rows, dense, field_rows, embedded, position, bias_cells, gate_mask, labels: Some((labels, mask)) })
     }
 }

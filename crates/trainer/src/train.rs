@@ -124,6 +124,8 @@ pub fn label_means(ex: &Examples) -> Vec<f32> {
 #[derive(Debug)]
 struct AdamW {
     lr: f64,
+    /// Learning-rate multiple of the shallow tower's weights.
+    bias_scale: f64,
     weight_decay: f64,
     beta1: f64,
     beta2: f64,
@@ -134,10 +136,11 @@ struct AdamW {
 }
 
 impl AdamW {
-    fn new(model: &Model, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
+    fn new(model: &Model, lr: f64, bias_scale: f64, weight_decay: f64) -> candle_core::Result<Self> {
         let zeros = |p: &crate::model::Param| Var::zeros(p.var.dims(), candle_core::DType::F32, model.device());
         Ok(Self {
             lr,
+            bias_scale,
             weight_decay,
             beta1: 0.9,
             beta2: 0.999,
@@ -148,7 +151,12 @@ impl AdamW {
         })
     }
 
-    fn update(&mut self, model: &Model, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+    fn update(
+        &mut self,
+        model: &Model,
+        grads: &candle_core::backprop::GradStore,
+        batch: &crate::model::Batch,
+    ) -> candle_core::Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let c1 = 1.0 - self.beta1.powi(t);
@@ -164,9 +172,53 @@ impl AdamW {
             } else {
                 theta.clone()
             };
-            p.var.set(&(decayed - step.affine(self.lr, 0.0)?)?)?;
+            let lr = if p.name.starts_with("bias.") { self.lr * self.bias_scale } else { self.lr };
+            p.var.set(&(decayed - step.affine(lr, 0.0)?)?)?;
             self.m[i].set(&m)?;
             self.v[i].set(&v)?;
+        }
+        self.update_tables(model, grads, batch, c1, c2)
+    }
+
+    /// Lazy Adam on the embedding rows the batch used: a row's gradients
+    /// from every field that reads its table are summed first, then only
+    /// those rows' moments and values move (no weight decay on embeddings).
+    fn update_tables(
+        &self,
+        model: &Model,
+        grads: &candle_core::backprop::GradStore,
+        batch: &crate::model::Batch,
+        c1: f64,
+        c2: f64,
+    ) -> candle_core::Result<()> {
+        let mut tables = model.tables();
+        let mut sums: Vec<std::collections::HashMap<u32, Vec<f32>>> = vec![Default::default(); tables.len()];
+        for (f, (leaf, rows)) in batch.embedded.iter().zip(&batch.field_rows).enumerate() {
+            let Some(g) = grads.get(leaf.as_tensor()) else { continue };
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            let table = crate::model::FIELD_TABLE[f];
+            let dim = tables[table].dim;
+            for (r, &row) in rows.iter().enumerate() {
+                let acc = sums[table].entry(row).or_insert_with(|| vec![0.0; dim]);
+                for (a, x) in acc.iter_mut().zip(&g[r * dim..(r + 1) * dim]) {
+                    *a += x;
+                }
+            }
+        }
+        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
+        let (lr, eps) = (self.lr as f32, self.eps as f32);
+        let (c1, c2) = (c1 as f32, c2 as f32);
+        for (t, rows) in tables.iter_mut().zip(&sums) {
+            let dim = t.dim;
+            for (&row, g) in rows {
+                let base = row as usize * dim;
+                for (k, &gk) in g.iter().enumerate().take(dim) {
+                    let j = base + k;
+                    t.m[j] = b1 * t.m[j] + (1.0 - b1) * gk;
+                    t.v[j] = b2 * t.v[j] + (1.0 - b2) * gk * gk;
+                    t.values[j] -= lr * (t.m[j] / c1) / ((t.v[j] / c2).sqrt() + eps);
+                }
+            }
         }
         Ok(())
     }
@@ -249,6 +301,12 @@ fn save_checkpoint(
         tensors.insert(format!("adam_m/{}", p.name), opt.m[i].as_tensor().clone());
         tensors.insert(format!("adam_v/{}", p.name), opt.v[i].as_tensor().clone());
     }
+    for t in model.tables().iter() {
+        let shape = (t.rows, t.dim);
+        tensors.insert(format!("param/{}", t.name), Tensor::from_slice(&t.values, shape, model.device())?);
+        tensors.insert(format!("adam_m/{}", t.name), Tensor::from_slice(&t.m, shape, model.device())?);
+        tensors.insert(format!("adam_v/{}", t.name), Tensor::from_slice(&t.v, shape, model.device())?);
+    }
     for (name, t) in best {
         tensors.insert(format!("best/{name}"), t.clone());
     }
@@ -291,6 +349,25 @@ fn load_checkpoint(
     };
     let mut params = Vec::new();
     let mut best = Vec::new();
+    let names: Vec<String> = model.tables().iter().map(|t| t.name.clone()).collect();
+    for name in names {
+        params.push((name.clone(), get(format!("param/{name}"))?));
+        best.push((name.clone(), get(format!("best/{name}"))?));
+        let m = get(format!("adam_m/{name}"))?.flatten_all()?.to_vec1::<f32>()?;
+        let v = get(format!("adam_v/{name}"))?.flatten_all()?.to_vec1::<f32>()?;
+        let mut tables = model.tables();
+        if let Some(t) = tables.iter_mut().find(|t| t.name == name)
+            && m.len() == t.values.len()
+            && v.len() == t.values.len()
+        {
+            (t.m, t.v) = (m, v);
+        } else {
+            return Err(TrainError::Checkpoint {
+                path: path.clone(),
+                problem: format!("moments of `{name}` do not fit"),
+            });
+        }
+    }
     for (i, p) in model.params().iter().enumerate() {
         params.push((p.name.clone(), get(format!("param/{}", p.name))?));
         best.push((p.name.clone(), get(format!("best/{}", p.name))?));
@@ -317,7 +394,7 @@ pub fn train(
     if validation.len == 0 {
         return Err(TrainError::Data("no validation rows: the data covers too short a time span".into()));
     }
-    let mut opt = AdamW::new(model, c.learning_rate, c.weight_decay)?;
+    let mut opt = AdamW::new(model, c.learning_rate, c.bias_learning_rate_scale, c.weight_decay)?;
     let digest = config_digest(&c, train.len);
     let mut state = State {
         config: digest.clone(),
@@ -367,7 +444,7 @@ pub fn train(
             let Some((labels, mask)) = &batch.labels else { break };
             let (loss, per_task) = model.loss(&fwd, labels, mask)?;
             let grads = loss.backward()?;
-            opt.update(model, &grads)?;
+            opt.update(model, &grads, &batch)?;
             let n = end - start;
             let l = f64::from(loss.to_scalar::<f32>()?);
             if !l.is_finite() {
