@@ -182,6 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         crate::data::eval(&config, crate::data::EvalCommand::Generators { k, users })
                     }
                     Some(crate::data::EvalCommand::Model(m)) => crate::training::eval_model(&config, m),
+                    Some(crate::data::EvalCommand::Compare(c)) => crate::training::compare(&config, c),
                     None => crate::training::eval_model(&config, args.model),
                 })
             }

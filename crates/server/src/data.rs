@@ -142,6 +142,9 @@ pub enum EvalCommand {
     },
     /// A model directory on the data folder's test period (the default).
     Model(crate::training::ModelEvalArgs),
+    /// Train the baselines, the gate-dropout seeds and the task-conflict
+    /// sweep side by side and write a comparison report.
+    Compare(crate::training::CompareArgs),
 }
 
 /// `watchnext eval ...`

@@ -215,3 +215,114 @@ pub fn eval_model(config: &Config, args: ModelEvalArgs) -> anyhow::Result<()> {
     println!("report: {}", outcome.report.display());
     Ok(())
 }
+
+/// `watchnext eval compare` flags.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// trainer.max_epochs for every variant.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seeds of the gate-dropout polarisation runs (with and without dropout each).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    /// Conflict levels κ of the synthetic-world sweep; empty skips it.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
+    pub conflicts: Vec<f64>,
+    /// World preset of the sweep's worlds.
+    #[arg(long, default_value = "toy")]
+    pub conflict_preset: String,
+    /// Events logged in each of the sweep's worlds.
+    #[arg(long, default_value_t = 300_000)]
+    pub conflict_events: u64,
+    /// Working and report folder (default: <data>/reports/compare).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `watchnext eval compare`: baselines, gate-dropout polarisation and the
+/// task-conflict sweep, side by side; writes `compare.md` (+ JSON).
+pub fn compare(config: &Config, args: CompareArgs) -> anyhow::Result<()> {
+    use watchnext_trainer::experiments;
+    let mut base = trainer_config(config)?;
+    if let Some(e) = args.epochs {
+        base.max_epochs = e;
+    }
+    base.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let data = DataDir::new(&config.data.dir);
+    let out = args.out.unwrap_or_else(|| data.root().join("reports").join("compare"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let progress = !args.quiet;
+    let started = std::time::Instant::now();
+    let (split, summary) = pipeline::load_split(data.root(), &base, progress)?;
+    let world = if data.world_config().is_file() {
+        Some(watchnext_world::World::build(&watchnext_world::WorldConfig::read(&data.world_config())?)?)
+    } else {
+        None
+    };
+    let tasks: Vec<(String, watchnext_core::model::TaskKind)> =
+        base.tasks.iter().map(|t| (t.name.clone(), t.kind)).collect();
+    let mut md = format!(
+        "# Side-by-side comparison on {}\n\n{} rows ({} train, {} validation, {} test, time ordered); every variant \
+         trained on the same split and scored by running its exported ONNX graph on the test period. Up to {} epochs \
+         each with early stopping.\n\n## Baselines\n\n",
+        data.root().display(),
+        summary.rows,
+        split.train.len,
+        split.validation.len,
+        split.test.len,
+        base.max_epochs
+    );
+    let baselines =
+        experiments::compare(&split, world.as_ref(), &experiments::baselines(&base), &out.join("baselines"), progress)?;
+    md.push_str(&experiments::table(&baselines, &tasks));
+    println!("{}", experiments::table(&baselines, &tasks));
+
+    let mut polar = None;
+    if !args.seeds.is_empty() {
+        let p = experiments::polarisation(&split, &base, &args.seeds, &out.join("seeds"), progress)?;
+        md.push_str(&format!(
+            "\n## Gate dropout and polarisation\n\nPolarised gates (at most one expert ≥ 1%) of {} per model, by \
+             seed.\n\n| seed | with gate dropout | without |\n|---:|---:|---:|\n",
+            p.gates_per_model
+        ));
+        for (i, seed) in p.seeds.iter().enumerate() {
+            md.push_str(&format!("| {seed} | {} | {} |\n", p.with_dropout[i], p.without_dropout[i]));
+        }
+        println!("polarised gates with dropout {:?}, without {:?}", p.with_dropout, p.without_dropout);
+        polar = Some(p);
+    }
+    let mut sweep = Vec::new();
+    if !args.conflicts.is_empty() {
+        let world_config = watchnext_world::WorldConfig::preset(&args.conflict_preset)
+            .ok_or_else(|| anyhow::anyhow!("unknown world preset `{}`", args.conflict_preset))?;
+        sweep = experiments::conflict_sweep(
+            &world_config,
+            &args.conflicts,
+            args.conflict_events,
+            &base,
+            &out.join("conflict"),
+            progress,
+        )?;
+        md.push_str(&format!(
+            "\n## Task conflict\n\nWorlds of preset `{}` ({} events each) that differ only in the conflict κ between \
+             engagement and satisfaction (κ = 0: clickbait does not exist; κ = 1: it buys clicks at the cost of \
+             satisfaction).\n",
+            args.conflict_preset, args.conflict_events
+        ));
+        for c in &sweep {
+            md.push_str(&format!("\n### κ = {}\n\n{}", c.conflict, experiments::table(&c.results, &tasks)));
+        }
+    }
+    md.push_str(&format!("\n(total {:.0} s)\n", started.elapsed().as_secs_f64()));
+    let report = out.join("compare.md");
+    watchnext_core::fsutil::write_atomic(&report, md.as_bytes())
+        .with_context(|| format!("writing {}", report.display()))?;
+    let json = serde_json::json!({ "baselines": baselines, "polarisation": polar, "conflict": sweep });
+    let json_path = out.join("compare.json");
+    watchnext_core::fsutil::write_atomic(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("report: {}", report.display());
+    Ok(())
+}

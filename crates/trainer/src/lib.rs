@@ -37,6 +37,7 @@
 pub mod config;
 pub mod dataset;
 pub mod evaluate;
+pub mod experiments;
 pub mod export;
 pub mod model;
 pub mod pipeline;

@@ -238,8 +238,11 @@ struct State {
     since_best: usize,
 }
 
+/// Identifies what a checkpoint can continue: everything but the schedule's
+/// length (a run may be resumed with more epochs or more patience).
 fn config_digest(config: &TrainerConfig, rows: usize) -> String {
-    let text = serde_json::to_string(config).unwrap_or_default();
+    let comparable = TrainerConfig { max_epochs: 0, patience: 0, ..config.clone() };
+    let text = serde_json::to_string(&comparable).unwrap_or_default();
     format!(
         "{:016x}-{rows}",
         watchnext_core::features::stable_hash(watchnext_core::features::FNV_OFFSET, text.as_bytes())
