@@ -187,6 +187,8 @@ pub fn gate_report(manifest: &ModelManifest, p: &Predictions) -> Vec<GateUtilisa
 /// graph (training-only: serving never reads them) as `bias_tower.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BiasTower {
+    /// The task whose bias this is (click, normally).
+    pub task: String,
     pub max_position: u32,
     /// Per device (in `Device::ALL` order): the bias logit of positions
     /// 0 (missing) ..= max_position.

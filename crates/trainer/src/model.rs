@@ -18,10 +18,12 @@
 //!   dropped with probability `gate_dropout` by adding −10⁹ to its logit
 //!   before the softmax — exactly "set to 0 and renormalise" (a row whose
 //!   experts are all dropped keeps them all).
-//! - **Shallow tower**: a weight per (position, device) cell (and per cell of
-//!   the other configured crosses), summed into one bias logit added to the
-//!   debiased tasks' logits. Position 0 is "missing": 10% of training rows
-//!   (configurable) see it, and serving never sees the tower at all.
+//! - **Shallow tower**: a weight per (position, device) cell and task (and
+//!   per cell of the other configured crosses), summed into a bias added to
+//!   each debiased task's logit — one column per task, since a click's bias
+//!   logit and a bias on log watch time live on different scales. Position
+//!   0 is "missing": 10% of training rows (configurable) see it, and serving
+//!   never sees the tower at all.
 //! - Parameters are initialised from the config's seed (ChaCha8), never
 //!   from a global RNG, so a run is reproducible.
 
@@ -299,7 +301,9 @@ impl Model {
             let cells = Self::bias_cells(config, f);
             params.push(Param {
                 name: format!("bias.{f:?}"),
-                var: Var::from_vec(vec![0.0f32; cells], (cells, 1), &device)?,
+                // One column per task: a bias logit for a click is not a bias
+                // on log watch time (only debiased tasks' columns are used).
+                var: Var::from_vec(vec![0.0f32; cells * t], (cells, t), &device)?,
             });
             index.bias.push(params.len() - 1);
         }
@@ -402,7 +406,7 @@ impl Model {
         }
         let main = y.reshape((t, b))?.transpose(0, 1)?.contiguous()?; // [B, T]
         let logits = if training && !self.index.bias.is_empty() {
-            let mut bias = Tensor::zeros((b, 1), DType::F32, &self.device)?;
+            let mut bias = Tensor::zeros((b, t), DType::F32, &self.device)?;
             for (table, cells) in self.index.bias.iter().zip(&batch.bias_cells) {
                 bias = (bias + self.p(*table).index_select(cells, 0)?)?;
             }
@@ -483,13 +487,20 @@ impl Model {
         Ok(())
     }
 
-    /// The shallow tower's position × device weights (`None` without a tower).
+    /// The shallow tower's position × device weights of the click task (or
+    /// the first debiased task); `None` without a tower.
     pub fn bias_tower(&self) -> Option<crate::evaluate::BiasTower> {
         let (values, _) = self.param_values(&format!("bias.{:?}", BiasFeature::PositionDevice))?;
+        let tasks = &self.config.tasks;
+        let k =
+            tasks.iter().position(|t| t.debias && t.name == "click").or_else(|| tasks.iter().position(|t| t.debias))?;
+        let t = tasks.len();
         let p1 = self.config.max_position as usize + 1;
+        let column: Vec<f32> = values.chunks(t).map(|cell| cell[k]).collect();
         Some(crate::evaluate::BiasTower {
+            task: tasks[k].name.clone(),
             max_position: self.config.max_position,
-            position_device: values.chunks(p1).map(<[f32]>::to_vec).collect(),
+            position_device: column.chunks(p1).map(<[f32]>::to_vec).collect(),
         })
     }
 
