@@ -91,3 +91,38 @@ fn a_bad_import_path_is_a_clear_error() {
     assert!(!ok);
     assert!(out.contains("/no/such/folder"), "{out}");
 }
+
+#[test]
+fn train_then_eval_as_a_user_runs_them() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("sim");
+    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
+    assert!(ok, "{out}");
+    // A small network through the [trainer] section of a config file.
+    let config = root.path().join("watchnext.toml");
+    std::fs::write(
+        &config,
+        "[trainer]\nembedding_dim = 4\nbottom = 16\nexperts = 3\nexpert_layers = [8, 8]\ntower_layers = [4]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let (ok, out) = watchnext(&data, &["--config", config, "eval"]);
+    assert!(!ok && out.contains("run `watchnext train` first"), "{out}");
+
+    let (ok, out) = watchnext(&data, &["--config", config, "train", "--epochs", "1", "--version", "m1", "--quiet"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("trained m1") && out.contains("click    test AUC"), "{out}");
+    let model = data.join("models/m1");
+    assert!(model.join("model.onnx").is_file() && model.join("manifest.json").is_file());
+
+    let (ok, out) = watchnext(&data, &["--config", config, "eval", "--quiet"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("m1 on") && out.contains("NDCG@10 vs true relevance"), "{out}");
+    assert!(model.join("report/report.md").is_file());
+
+    let (ok, out) = watchnext(&data, &["--config", config, "train", "--epochs", "0"]);
+    assert!(!ok && out.contains("trainer.max_epochs"), "{out}");
+    let (ok, out) = watchnext(&data, &["--config", config, "eval", "--model", root.path().to_str().unwrap()]);
+    assert!(!ok && out.contains("manifest.json"), "{out}");
+}
