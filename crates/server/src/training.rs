@@ -222,11 +222,12 @@ pub struct CompareArgs {
     /// trainer.max_epochs for every variant.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Seeds of the gate-dropout polarisation runs (with and without dropout each).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    /// Seeds of the gate-dropout polarisation runs (with and without dropout
+    /// each); `--seeds` alone skips them.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,2,3")]
     pub seeds: Vec<u64>,
-    /// Conflict levels κ of the synthetic-world sweep; empty skips it.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
+    /// Conflict levels κ of the synthetic-world sweep; `--conflicts` alone skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "0,0.5,1")]
     pub conflicts: Vec<f64>,
     /// World preset of the sweep's worlds.
     #[arg(long, default_value = "toy")]
