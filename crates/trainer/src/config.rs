@@ -165,7 +165,10 @@ pub struct TrainerConfig {
     pub validation_fraction: f64,
     pub test_fraction: f64,
     pub seed: u64,
-    /// Threads for the tensor kernels (0 = the machine's).
+    /// Threads for the tensor kernels (0 = one per core). Default 1: on this
+    /// machine's two vCPUs a second thread gains nothing, and when another
+    /// process keeps a core busy, candle's two-way split matmuls wait on the
+    /// busy core and training runs several times slower.
     pub threads: usize,
 }
 
@@ -197,7 +200,7 @@ impl Default for TrainerConfig {
             validation_fraction: 0.1,
             test_fraction: 0.15,
             seed: 7,
-            threads: 0,
+            threads: 1,
         }
     }
 }
@@ -295,6 +298,9 @@ impl TrainerConfig {
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
             return Err(format!("trainer.weight_decay = {}: must be within [0, 1)", self.weight_decay));
+        }
+        if self.threads > 1_024 {
+            return Err(format!("trainer.threads = {}: must be within 0..=1024 (0 = one per core)", self.threads));
         }
         let (v, t) = (self.validation_fraction, self.test_fraction);
         if !(v > 0.0 && t >= 0.0 && v + t < 0.9) {

@@ -390,6 +390,26 @@ pub fn train(
     validation: &Examples,
     options: &TrainOptions,
 ) -> Result<TrainReport, TrainError> {
+    // The kernels run on a pool of `threads` threads of our own, whatever
+    // the process's global pool is.
+    let threads = match model.config.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("watchnext-train-{i}"))
+        .build()
+        .map_err(|e| TrainError::Data(format!("starting {threads} training threads: {e}")))?;
+    pool.install(|| train_on_pool(model, train, validation, options))
+}
+
+fn train_on_pool(
+    model: &Model,
+    train: &Examples,
+    validation: &Examples,
+    options: &TrainOptions,
+) -> Result<TrainReport, TrainError> {
     let c = model.config.clone();
     if train.len == 0 {
         return Err(TrainError::Data("no training rows: generate or import data first".into()));
