@@ -91,7 +91,7 @@ pub struct TrainingRow {
 }
 
 /// What a join saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JoinSummary {
     /// Events pushed.
     pub events: u64,

@@ -295,7 +295,7 @@ pub struct DatasetSummary {
     /// Of the computed ones: rows computed with an empty user history.
     pub rows_without_history: u64,
     /// The join's counts (data folders only).
-    pub join: Option<JoinCounts>,
+    pub join: Option<JoinSummary>,
     /// Damaged parts of the log the reader skipped.
     pub log_problems: usize,
     /// The source was not in time order and rows were sorted.
@@ -318,36 +318,6 @@ pub struct TaskSummary {
     pub mean: Option<f64>,
     /// False when the label never varies: the mask is then all zero.
     pub trainable: bool,
-}
-
-/// The join's counts ([`JoinSummary`]), serialisable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct JoinCounts {
-    pub events: u64,
-    pub impressions: u64,
-    pub rows: u64,
-    pub matched_outcomes: u64,
-    pub unmatched_outcomes: u64,
-    pub organic_events: u64,
-    pub evicted: u64,
-    pub duplicate_impressions: u64,
-    pub peak_pending: usize,
-}
-
-impl From<JoinSummary> for JoinCounts {
-    fn from(s: JoinSummary) -> Self {
-        Self {
-            events: s.events,
-            impressions: s.impressions,
-            rows: s.rows,
-            matched_outcomes: s.matched_outcomes,
-            unmatched_outcomes: s.unmatched_outcomes,
-            organic_events: s.organic_events,
-            evicted: s.evicted,
-            duplicate_impressions: s.duplicate_impressions,
-            peak_pending: s.peak_pending,
-        }
-    }
 }
 
 impl fmt::Display for DatasetSummary {
@@ -523,7 +493,7 @@ pub fn from_data_dir(
         join
     };
     bar.finish_and_clear();
-    builder.join = Some(join.into());
+    builder.join = Some(join);
 
     let problems = reader.problems();
     let (ex, mut summary) = builder.finish(data.root().display().to_string());
@@ -729,7 +699,7 @@ struct Builder<'s> {
     /// Labels that were not finite (treated as unobserved).
     bad_labels: u64,
     cache: Option<RequestCache<'s>>,
-    join: Option<JoinCounts>,
+    join: Option<JoinSummary>,
 }
 
 impl<'s> Builder<'s> {
