@@ -94,8 +94,16 @@ fn utc_stamp() -> String {
     format!("{y:04}{mo:02}{d:02}T{h:02}{m:02}{s:02}Z")
 }
 
+/// Loads ONNX Runtime as the `[onnx]` section says (library path…) before
+/// the pipeline scores exported graphs with it (the first load wins).
+fn init_onnx(config: &Config) -> anyhow::Result<()> {
+    watchnext_onnx::OnnxRuntime::init(&config.onnx).context("loading ONNX Runtime (run scripts/setup.sh)")?;
+    Ok(())
+}
+
 /// `watchnext train`.
 pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
+    init_onnx(config)?;
     let mut trainer = trainer_config(config)?;
     if let Some(a) = args.architecture {
         trainer.architecture = match a {
@@ -182,6 +190,7 @@ fn newest_model(models: &Path) -> anyhow::Result<PathBuf> {
 
 /// `watchnext eval [model]`.
 pub fn eval_model(config: &Config, args: ModelEvalArgs) -> anyhow::Result<()> {
+    init_onnx(config)?;
     let data = DataDir::new(&config.data.dir);
     let dir = match args.model {
         Some(dir) => dir,
@@ -245,6 +254,7 @@ pub struct CompareArgs {
 /// `watchnext eval compare`: baselines, gate-dropout polarisation and the
 /// task-conflict sweep, side by side; writes `compare.md` (+ JSON).
 pub fn compare(config: &Config, args: CompareArgs) -> anyhow::Result<()> {
+    init_onnx(config)?;
     use watchnext_trainer::experiments;
     let mut base = trainer_config(config)?;
     if let Some(e) = args.epochs {
