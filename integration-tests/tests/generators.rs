@@ -208,3 +208,100 @@ async fn a_cowatch_role_of_a_split_deployment_learns_through_feedback_tail() {
     cowatch.stop().await.unwrap();
     feedback.stop().await.unwrap();
 }
+
+/// Trains a small sequence model on the server's log and writes it where
+/// the server looks, through the `train-sequence` command's code.
+fn train_sequence_model(data_dir: &std::path::Path, version: &str, seed: u64) {
+    let mut config = watchnext_testkit::test_config(data_dir);
+    config.sequence_trainer = serde_json::json!({
+        "history_len": 8, "dim": 16, "attention_dim": 16, "hidden": 32,
+        "sampled_negatives": 128, "batch_size": 256, "max_epochs": 2, "validation_users": 50
+    });
+    let args = watchnext_server::training::TrainSequenceArgs {
+        out: None,
+        version: Some(version.into()),
+        epochs: None,
+        seed: Some(seed),
+        quiet: true,
+    };
+    let dir = watchnext_server::training::train_sequence_command(&config, args).expect("train-sequence");
+    assert_eq!(dir, data_dir.join("sequence").join(version));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequence_generator_picks_up_trained_models_and_swaps_them_under_load() {
+    let server = world_server(|c| {
+        c.generators.sequence = serde_json::json!({ "model_poll_seconds": 1, "index": "flat_hnsw" });
+    })
+    .await;
+    let video = popular_video(&server);
+    let mut client = server.generator();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
+    let service = tonic_health::pb::HealthCheckRequest { service: "watchnext.v1.CandidateGenerator/sequence".into() };
+    let status = health.check(service.clone()).await.unwrap().into_inner().status();
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing);
+
+    let data_dir = server.data_dir().to_owned();
+    tokio::task::spawn_blocking(move || train_sequence_model(&data_dir, "seq-a", 1)).await.unwrap();
+    let mut first = None;
+    for _ in 0..100 {
+        if let Ok(r) = client.generate(generate(CandidateSource::Sequence, &video, "u1")).await {
+            first = Some(r.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the server loaded the trained model without a restart");
+    assert_eq!(first.index_version, "seq-a");
+    assert!(!first.candidates.is_empty() && first.candidates.len() <= 50, "{first:?}");
+    assert!(first.candidates.iter().all(|c| c.video_id != video && c.source == CandidateSource::Sequence as i32));
+    let status = health.check(service).await.unwrap().into_inner().status();
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving);
+
+    // Hammer Generate while a second model is trained and swapped in.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let seen_b = Arc::new(AtomicBool::new(false));
+    let mut hammers = Vec::new();
+    for t in 0..3 {
+        let (mut client, stop, ok, failed, seen_b) =
+            (server.generator(), stop.clone(), ok.clone(), failed.clone(), seen_b.clone());
+        let video = video.clone();
+        hammers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.generate(generate(CandidateSource::Sequence, &video, &format!("h{t}"))).await {
+                    Ok(r) if !r.get_ref().candidates.is_empty() => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if r.get_ref().index_version == "seq-b" {
+                            seen_b.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let data_dir = server.data_dir().to_owned();
+    tokio::task::spawn_blocking(move || train_sequence_model(&data_dir, "seq-b", 2)).await.unwrap();
+    for _ in 0..100 {
+        if seen_b.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.await.unwrap();
+    }
+    assert!(seen_b.load(Ordering::Relaxed), "the newer model was swapped in");
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no failed or empty answer during the swap");
+    assert!(ok.load(Ordering::Relaxed) > 50, "{} answers", ok.load(Ordering::Relaxed));
+
+    // A cold user with no history and an unknown query video: a clear note, no error.
+    let cold = client.generate(generate(CandidateSource::Sequence, "no-such-video", "nobody")).await.unwrap();
+    assert!(cold.get_ref().candidates.is_empty() && cold.get_ref().note.contains("cold user"), "{:?}", cold.get_ref());
+    server.stop().await.unwrap();
+}

@@ -57,6 +57,10 @@ pub struct Config {
     /// `watchnext train`'s settings (tasks, architecture, schedule…), checked
     /// by the trainer; empty means its defaults.
     pub trainer: serde_json::Value,
+    /// `watchnext train-sequence`'s settings (history length, sizes,
+    /// sampled softmax, schedule), checked by the trainer; empty means its
+    /// defaults.
+    pub sequence_trainer: serde_json::Value,
 }
 
 /// The gRPC and metrics listeners.
@@ -205,6 +209,7 @@ pub struct GeneratorsConfig {
     /// them and names the key on error (see deploy/watchnext.example.toml).
     pub topic: serde_json::Value,
     pub cowatch: serde_json::Value,
+    pub sequence: serde_json::Value,
     pub context: serde_json::Value,
 }
 
@@ -217,6 +222,7 @@ impl Default for GeneratorsConfig {
             catalog_poll_seconds: 10,
             topic: empty(),
             cowatch: empty(),
+            sequence: empty(),
             context: empty(),
         }
     }

@@ -46,4 +46,9 @@ impl DataDir {
     pub fn models(&self) -> PathBuf {
         self.root.join("models")
     }
+
+    /// Sequence-model directories, one per version.
+    pub fn sequence_models(&self) -> PathBuf {
+        self.root.join("sequence")
+    }
 }

@@ -54,6 +54,13 @@ pub trait Generator: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// What must exist before `generate` can answer at all (a trained
+    /// model, say); when it fails, a gRPC call gets FAILED_PRECONDITION with
+    /// this reason instead of an empty list. Most generators always answer.
+    fn precondition(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// A new catalogue is available: rebuild what depends on it (off the
     /// request path) and swap it in atomically. Called from a blocking
     /// thread.

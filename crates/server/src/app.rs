@@ -232,6 +232,36 @@ fn watch_catalog(config: &Config, hosted: &Hosted, interval_s: u64) {
     });
 }
 
+/// Looks for a newer sequence model every `sequence_poll_seconds`; loads
+/// and indexes it off the request path, swaps it in, and marks the
+/// generator serving once it has a model.
+fn watch_sequence_models(hosted: &Hosted, info: &Arc<ProcessInfo>) {
+    let Some(generator) = hosted.sequence.clone() else { return };
+    let interval_s = hosted.sequence_poll_seconds;
+    if interval_s == 0 {
+        return;
+    }
+    let (root, info) = (hosted.sequence_models.clone(), info.clone());
+    tokio::spawn(async move {
+        let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, Role::Sequence.name());
+        let mut tick = tokio::time::interval(Duration::from_secs(interval_s));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let was_ready = generator.current().is_some();
+            let (g, r) = (generator.clone(), root.clone());
+            if let Err(err) = tokio::task::spawn_blocking(move || generators::load_newest_sequence_model(&g, &r)).await
+            {
+                tracing::error!(%err, "sequence model reload task failed");
+            }
+            if !was_ready && generator.current().is_some() {
+                info.set_service(&name, true, "").await;
+                info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
+            }
+        }
+    });
+}
+
 /// Feeds every hosted generator from the log: co-watch from its snapshot on,
 /// snapshotting every `interval_s` seconds (0: never), the others from the
 /// start.
@@ -414,13 +444,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     info.set_service(&name, true, "").await;
                 }
                 Some(Err(why)) => info.set_service(&name, false, &why).await,
-                None => info.set_service(&name, false, "needs a trained sequence model (not in this build)").await,
+                None => info.set_service(&name, false, "could not be built; see the log").await,
             }
             entries.push((*r, generator));
         }
         let detail = if any_serving { "" } else { "no hosted generator is ready" };
         info.set_service(service_names::CANDIDATE_GENERATOR, any_serving, detail).await;
         watch_catalog(&config, &hosted, config.generators.catalog_poll_seconds);
+        watch_sequence_models(&hosted, &info);
         routes.add_service(
             CandidateGeneratorServer::new(GeneratorService::new(entries, config.generators.max_candidates))
                 .max_decoding_message_size(max_msg)

@@ -5,6 +5,7 @@
 //! watchnext demo    the main job on the embedded default (all-in-one)
 //! watchnext world generate | import ... | export ...   data (see `data`)
 //! watchnext train   the ranking model → <data>/models/<version>
+//! watchnext train-sequence   the sequence generator's model → <data>/sequence/<version>
 //! watchnext eval    [--model DIR] | generators   offline evaluation
 //! watchnext health  [--addr URL]   health of every service of a running server
 //! ```
@@ -76,6 +77,9 @@ pub enum Command {
     /// Train the multi-task ranking model on the data folder's log and write
     /// a model directory (model.onnx + manifest).
     Train(crate::training::TrainArgs),
+    /// Train the sequence generator's model (next-watch prediction over each
+    /// user's watches) and write it where the sequence generator loads it.
+    TrainSequence(crate::training::TrainSequenceArgs),
     /// Offline evaluation: the newest model (default) or `--model DIR` on the
     /// data folder's test period, or `eval generators`.
     Eval(crate::data::EvalArgs),
@@ -173,6 +177,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::training::train(&config, args))
+            }
+            Command::TrainSequence(args) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::training::train_sequence_command(&config, args)).map(|_| ())
             }
             Command::Eval(args) => {
                 let config = cli.global.load(&[])?;

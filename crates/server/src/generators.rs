@@ -8,9 +8,11 @@
 //! snapshot's sequence number for co-watch, from the start for the others
 //! (their state is cheap to rebuild).
 //!
-//! The sequence generator needs a trained sequence model, which this build
-//! cannot produce yet; a process hosting that role answers its Generate
-//! calls with FAILED_PRECONDITION saying so.
+//! The sequence generator loads the newest model under `<data>/sequence`
+//! (written by `watchnext train-sequence`) and, every
+//! `generators.sequence.model_poll_seconds`, looks for a newer one, which
+//! it loads and indexes off the request path and swaps in. Until it has a
+//! model its Generate calls get FAILED_PRECONDITION saying how to train one.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -18,6 +20,7 @@ use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use watchnext_core::{Config, Role, catalog::Catalog, datadir::DataDir, generator::Generator};
 use watchnext_cowatch::{CowatchConfig, CowatchGenerator};
+use watchnext_sequence::{SequenceConfig, SequenceGenerator};
 
 /// The generators of one process.
 #[derive(Debug, Default)]
@@ -28,6 +31,12 @@ pub struct Hosted {
     pub cowatch: Option<Arc<CowatchGenerator>>,
     /// Where co-watch snapshots go.
     pub cowatch_snapshot: PathBuf,
+    /// The sequence generator again, typed, for model reloads.
+    pub sequence: Option<Arc<SequenceGenerator>>,
+    /// Where sequence models are looked for.
+    pub sequence_models: PathBuf,
+    /// How often to look for a newer sequence model (0 = never).
+    pub sequence_poll_seconds: u64,
 }
 
 impl Hosted {
@@ -46,17 +55,53 @@ pub fn cowatch_snapshot_path(data: &DataDir) -> PathBuf {
     data.root().join("snapshots").join("cowatch.snap")
 }
 
+/// A sequence generator from `generators.sequence` and `[onnx]`, with no model yet.
+pub fn sequence_generator(config: &Config) -> anyhow::Result<SequenceGenerator> {
+    let c: SequenceConfig = section("sequence", &config.generators.sequence)?;
+    let runtime =
+        watchnext_onnx::OnnxRuntime::init(&config.onnx).context("loading ONNX Runtime for the sequence encoder")?;
+    let session = watchnext_onnx::SessionOptions::from(&config.onnx);
+    SequenceGenerator::new(c, runtime, session).context("configuration key `generators.sequence`")
+}
+
+/// Loads the newest sequence model under `root` into `g` if it is newer
+/// than the one serving; a broken model is logged and skipped.
+pub fn load_newest_sequence_model(g: &SequenceGenerator, root: &std::path::Path) {
+    match g.reload_newest(root) {
+        Ok(Some(r)) => tracing::info!(
+            version = %r.version,
+            videos = r.videos,
+            index = r.index,
+            index_seconds = format!("{:.2}", r.index_seconds),
+            "sequence model loaded"
+        ),
+        Ok(None) if g.current().is_none() => {
+            tracing::warn!(dir = %root.display(), "no sequence model yet: run `watchnext train-sequence`");
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::error!(%err, "a sequence model could not be loaded; the previous one (if any) keeps serving")
+        }
+    }
+}
+
 /// Builds the generators `role` hosts and gives them the catalogue.
 pub fn build(config: &Config) -> anyhow::Result<Hosted> {
     build_with(config, true, true)
 }
 
-/// Builds the generators `role` hosts: from the co-watch snapshot when
-/// `load_snapshot` and one exists, and with the catalogue when `load_catalog`.
+/// Builds the generators `role` hosts: with their persisted state when
+/// `load_snapshot` (the co-watch snapshot, the newest sequence model) and
+/// with the catalogue when `load_catalog`. Offline evaluation passes
+/// `false`, `false`: it trains on its own split.
 pub fn build_with(config: &Config, load_snapshot: bool, load_catalog: bool) -> anyhow::Result<Hosted> {
     let role = config.server.role;
     let data = DataDir::new(&config.data.dir);
-    let mut hosted = Hosted { cowatch_snapshot: cowatch_snapshot_path(&data), ..Hosted::default() };
+    let mut hosted = Hosted {
+        cowatch_snapshot: cowatch_snapshot_path(&data),
+        sequence_models: data.sequence_models(),
+        ..Hosted::default()
+    };
     if role.includes(Role::Topic) {
         let c: watchnext_topic::TopicConfig = section("topic", &config.generators.topic)?;
         let g = watchnext_topic::TopicGenerator::new(c).context("configuration key `generators.topic`")?;
@@ -75,6 +120,16 @@ pub fn build_with(config: &Config, load_snapshot: bool, load_catalog: bool) -> a
         let g = Arc::new(g);
         hosted.cowatch = Some(g.clone());
         hosted.generators.push((Role::Cowatch, g, from));
+    }
+    if role.includes(Role::Sequence) {
+        let g = Arc::new(sequence_generator(config)?);
+        hosted.sequence_poll_seconds =
+            section::<SequenceConfig>("sequence", &config.generators.sequence)?.model_poll_seconds;
+        if load_snapshot {
+            load_newest_sequence_model(&g, &hosted.sequence_models);
+        }
+        hosted.sequence = Some(g.clone());
+        hosted.generators.push((Role::Sequence, g, 1));
     }
     if role.includes(Role::Context) {
         let c: watchnext_context::ContextConfig = section("context", &config.generators.context)?;

@@ -1,6 +1,7 @@
-//! `watchnext train` and `watchnext eval [model]`: the trainer's pipeline
-//! on the configured data folder, with the `[trainer]` configuration section
-//! and a few flags on top.
+//! `watchnext train`, `watchnext train-sequence` and `watchnext eval
+//! [model]`: the trainer's pipelines on the configured data folder, with the
+//! `[trainer]` / `[sequence_trainer]` configuration sections and a few flags
+//! on top.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use watchnext_core::{Config, datadir::DataDir};
 use watchnext_trainer::{
     config::{Architecture, PositionMode, TrainerConfig},
     pipeline::{self, TrainRun},
+    sequence::{SequenceTrainerConfig, Sequences, train_sequence, write_sequence_model},
 };
 
 /// `watchnext train` flags (each overrides the `[trainer]` section).
@@ -55,6 +57,94 @@ pub enum PositionArg {
     ShallowTower,
     PlainInput,
     Absent,
+}
+
+/// `watchnext train-sequence` flags (each overrides `[sequence_trainer]`).
+#[derive(Debug, Args)]
+pub struct TrainSequenceArgs {
+    /// Model directory to write (default: <data>/sequence/<version>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Model version (default: seq-<UTC time>).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// sequence_trainer.max_epochs
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// sequence_trainer.seed
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The `[sequence_trainer]` section.
+pub fn sequence_trainer_config(config: &Config) -> anyhow::Result<SequenceTrainerConfig> {
+    let c: SequenceTrainerConfig = match &config.sequence_trainer {
+        serde_json::Value::Null => SequenceTrainerConfig::default(),
+        v => serde_json::from_value(v.clone())
+            .map_err(|e| anyhow::anyhow!("configuration key `sequence_trainer`: {e}"))?,
+    };
+    c.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    Ok(c)
+}
+
+/// `watchnext train-sequence`: the sequence model on every watch in the
+/// data folder's log, written where the sequence generator looks.
+pub fn train_sequence_command(config: &Config, args: TrainSequenceArgs) -> anyhow::Result<PathBuf> {
+    let mut c = sequence_trainer_config(config)?;
+    if let Some(e) = args.epochs {
+        c.max_epochs = e;
+    }
+    if let Some(s) = args.seed {
+        c.seed = s;
+    }
+    c.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let data = DataDir::new(&config.data.dir);
+    let started = std::time::Instant::now();
+    let mut failed = None;
+    let events = crate::data::reader(&data)?.map_while(|r| match r {
+        Ok((_, e)) => Some(e),
+        Err(err) => {
+            failed = Some(err);
+            None
+        }
+    });
+    let sequences = Sequences::from_events(events, &c);
+    if let Some(err) = failed {
+        return Err(anyhow::Error::new(err).context(format!("reading the feedback log in {}", data.root().display())));
+    }
+    if !args.quiet {
+        println!(
+            "sequence data: {} watches, {} users, {} videos, {} training examples, {} validation users",
+            sequences.watches,
+            sequences.users.len(),
+            sequences.videos.len(),
+            sequences.examples.len(),
+            sequences.validation.len()
+        );
+    }
+    let (net, report) = train_sequence(&sequences, &c, !args.quiet)?;
+    let version = args.version.unwrap_or_else(|| format!("seq-{}", utc_stamp()));
+    let out = args.out.unwrap_or_else(|| data.sequence_models().join(&version));
+    write_sequence_model(&out, &net, &sequences, &version, &report)?;
+    let best = report.epochs.get(report.best_epoch.saturating_sub(1));
+    let hits: Vec<String> = best
+        .map(|e| report.ks.iter().zip(&e.validation_hit).map(|(k, h)| format!("HR@{k} {h:.4}")).collect())
+        .unwrap_or_default();
+    println!(
+        "trained sequence model {version} in {:.0}s: best epoch {} of {}, validation {}",
+        started.elapsed().as_secs_f64(),
+        report.best_epoch,
+        report.epochs.len(),
+        hits.join(", ")
+    );
+    println!(
+        "model directory: {} (a running server loads it within generators.sequence.model_poll_seconds)",
+        out.display()
+    );
+    Ok(out)
 }
 
 /// `watchnext eval model` flags.

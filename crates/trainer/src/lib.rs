@@ -40,6 +40,8 @@ pub mod evaluate;
 pub mod experiments;
 pub mod export;
 pub mod model;
+pub mod optim;
 pub mod pipeline;
 pub mod report;
+pub mod sequence;
 pub mod train;

@@ -64,7 +64,7 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(name: String, rows: usize, dim: usize, values: Vec<f32>) -> Self {
+    pub fn new(name: String, rows: usize, dim: usize, values: Vec<f32>) -> Self {
         Self { name, rows, dim, m: vec![0.0; values.len()], v: vec![0.0; values.len()], values }
     }
 

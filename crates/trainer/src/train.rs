@@ -33,6 +33,7 @@ use crate::{
     config::TrainerConfig,
     dataset::Examples,
     model::{BatchRng, Model},
+    optim::AdamStep,
 };
 
 /// A training failure, with what to do about it.
@@ -120,16 +121,14 @@ pub fn label_means(ex: &Examples) -> Vec<f32> {
     sum.iter().zip(&count).map(|(s, c)| if *c > 0.0 { (s / c) as f32 } else { 0.0 }).collect()
 }
 
-/// AdamW with bias correction; moments live beside the parameters.
+/// AdamW with bias correction; moments live beside the parameters (the
+/// arithmetic is [`crate::optim`]'s).
 #[derive(Debug)]
 struct AdamW {
     lr: f64,
     /// Learning-rate multiple of the shallow tower's weights.
     bias_scale: f64,
     weight_decay: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
     step: u64,
     m: Vec<Var>,
     v: Vec<Var>,
@@ -142,9 +141,6 @@ impl AdamW {
             lr,
             bias_scale,
             weight_decay,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
             step: 0,
             m: model.params().iter().map(zeros).collect::<Result<_, _>>()?,
             v: model.params().iter().map(zeros).collect::<Result<_, _>>()?,
@@ -158,26 +154,15 @@ impl AdamW {
         batch: &crate::model::Batch,
     ) -> candle_core::Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let c1 = 1.0 - self.beta1.powi(t);
-        let c2 = 1.0 - self.beta2.powi(t);
+        let s = AdamStep::at(self.step);
         for (i, p) in model.params().iter().enumerate() {
             let Some(g) = grads.get(p.var.as_tensor()) else { continue };
-            let m = (self.m[i].as_tensor().affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
-            let v = (self.v[i].as_tensor().affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            let step = (m.affine(1.0 / c1, 0.0)? / v.affine(1.0 / c2, 0.0)?.sqrt()?.affine(1.0, self.eps)?)?;
-            let theta = p.var.as_tensor();
-            let decayed = if self.weight_decay > 0.0 && p.name.ends_with(".weight") {
-                theta.affine(1.0 - self.lr * self.weight_decay, 0.0)?
-            } else {
-                theta.clone()
-            };
+            let decay =
+                if self.weight_decay > 0.0 && p.name.ends_with(".weight") { self.lr * self.weight_decay } else { 0.0 };
             let lr = if p.name.starts_with("bias.") { self.lr * self.bias_scale } else { self.lr };
-            p.var.set(&(decayed - step.affine(lr, 0.0)?)?)?;
-            self.m[i].set(&m)?;
-            self.v[i].set(&v)?;
+            crate::optim::dense_step(&p.var, &self.m[i], &self.v[i], g, &s, lr, decay)?;
         }
-        self.update_tables(model, grads, batch, c1, c2)
+        self.update_tables(model, grads, batch, &s)
     }
 
     /// Lazy Adam on the embedding rows the batch used: a row's gradients
@@ -188,37 +173,18 @@ impl AdamW {
         model: &Model,
         grads: &candle_core::backprop::GradStore,
         batch: &crate::model::Batch,
-        c1: f64,
-        c2: f64,
+        s: &AdamStep,
     ) -> candle_core::Result<()> {
         let mut tables = model.tables();
-        let mut sums: Vec<std::collections::HashMap<u32, Vec<f32>>> = vec![Default::default(); tables.len()];
+        let mut sums: Vec<HashMap<u32, Vec<f32>>> = vec![HashMap::new(); tables.len()];
         for (f, (leaf, rows)) in batch.embedded.iter().zip(&batch.field_rows).enumerate() {
             let Some(g) = grads.get(leaf.as_tensor()) else { continue };
             let g = g.flatten_all()?.to_vec1::<f32>()?;
             let table = crate::model::FIELD_TABLE[f];
-            let dim = tables[table].dim;
-            for (r, &row) in rows.iter().enumerate() {
-                let acc = sums[table].entry(row).or_insert_with(|| vec![0.0; dim]);
-                for (a, x) in acc.iter_mut().zip(&g[r * dim..(r + 1) * dim]) {
-                    *a += x;
-                }
-            }
+            crate::optim::accumulate_rows(&mut sums[table], rows, &g, tables[table].dim);
         }
-        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
-        let (lr, eps) = (self.lr as f32, self.eps as f32);
-        let (c1, c2) = (c1 as f32, c2 as f32);
         for (t, rows) in tables.iter_mut().zip(&sums) {
-            let dim = t.dim;
-            for (&row, g) in rows {
-                let base = row as usize * dim;
-                for (k, &gk) in g.iter().enumerate().take(dim) {
-                    let j = base + k;
-                    t.m[j] = b1 * t.m[j] + (1.0 - b1) * gk;
-                    t.v[j] = b2 * t.v[j] + (1.0 - b2) * gk * gk;
-                    t.values[j] -= lr * (t.m[j] / c1) / ((t.v[j] / c2).sqrt() + eps);
-                }
-            }
+            crate::optim::rows_step(t, rows, s, self.lr);
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub fn role_of(source: CandidateSource) -> Option<Role> {
 }
 
 /// A generator role this process serves, with its generator when it could
-/// be built (the sequence generator needs a trained model).
+/// be built.
 pub type HostedRole = (Role, Option<Arc<dyn Generator>>);
 
 /// Serves `Generate` for the generators this process hosts.
@@ -72,9 +72,12 @@ impl CandidateGenerator for GeneratorService {
         let (query, max) = Query::from_generate(request.get_ref(), self.max_candidates, super::now_ms())?;
         let Some(generator) = generator else {
             return Err(super::missing(&format!(
-                "the {role} generator needs a trained model, which this build of watchnext cannot produce yet"
+                "the {role} generator could not be built in this process; see its log"
             )));
         };
+        generator
+            .precondition()
+            .map_err(|why| super::missing(&format!("the {role} generator cannot answer yet: {why}")))?;
         let source = generator.source();
         let generated = generator.generate(&query, max);
         Ok(Response::new(GenerateResponse {

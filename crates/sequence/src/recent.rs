@@ -1,0 +1,118 @@
+//! Each user's most recent watches, learnt from the feedback stream, for
+//! requests that carry no history of their own.
+//!
+//! Video ids are interned once (a `u32` per id), so a user costs one small
+//! ring of `u32`s: about `per_user × 4 + 100` bytes (100k users with 32
+//! watches each ≈ 23 MB). Users are never forgotten; a deployment with
+//! tens of millions of users should send history in the request instead.
+
+use std::{collections::VecDeque, sync::RwLock};
+
+use dashmap::DashMap;
+use watchnext_core::{
+    event::{Event, EventKind},
+    ids::{UserId, VideoId},
+};
+
+/// Recent watches per user, updated concurrently with reads.
+#[derive(Debug)]
+pub struct RecentWatches {
+    per_user: usize,
+    ids: DashMap<VideoId, u32>,
+    names: RwLock<Vec<VideoId>>,
+    users: DashMap<UserId, VecDeque<u32>>,
+}
+
+impl RecentWatches {
+    /// Keeps the `per_user` most recent watches of each user (at least 1).
+    pub fn new(per_user: usize) -> Self {
+        Self { per_user: per_user.max(1), ids: DashMap::new(), names: RwLock::new(Vec::new()), users: DashMap::new() }
+    }
+
+    fn intern(&self, video: &VideoId) -> u32 {
+        if let Some(id) = self.ids.get(video) {
+            return *id;
+        }
+        *self.ids.entry(video.clone()).or_insert_with(|| {
+            let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            names.push(video.clone());
+            (names.len() - 1) as u32
+        })
+    }
+
+    /// Records the watch events among `events` (in log order); a video
+    /// watched again moves to the most recent place.
+    pub fn observe(&self, events: &[Event]) {
+        for e in events {
+            if !matches!(e.kind, EventKind::Watch { .. }) {
+                continue;
+            }
+            let id = self.intern(&e.video);
+            let mut ring = self.users.entry(e.user.clone()).or_default();
+            if let Some(at) = ring.iter().position(|&v| v == id) {
+                ring.remove(at);
+            }
+            if ring.len() == self.per_user {
+                ring.pop_front();
+            }
+            ring.push_back(id);
+        }
+    }
+
+    /// The user's recent watches, oldest first (empty for an unknown user).
+    pub fn recent(&self, user: &UserId) -> Vec<VideoId> {
+        let Some(ring) = self.users.get(user) else { return Vec::new() };
+        let ids: Vec<u32> = ring.iter().copied().collect();
+        drop(ring);
+        let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        ids.iter().filter_map(|&i| names.get(i as usize).cloned()).collect()
+    }
+
+    /// Users seen.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// An estimate of the heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id_bytes: usize = names.iter().map(|v| 2 * v.as_str().len() + 64).sum();
+        let user_bytes: usize = self.users.iter().map(|e| e.key().as_str().len() + 96 + e.value().capacity() * 4).sum();
+        id_bytes + user_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchnext_core::Device;
+
+    use super::*;
+
+    fn watch(user: &str, video: &str) -> Event {
+        Event {
+            timestamp_ms: 1,
+            request_id: String::new(),
+            user: UserId::parse("u", user).unwrap(),
+            video: VideoId::parse("v", video).unwrap(),
+            device: Device::Phone,
+            kind: EventKind::Watch { seconds_watched: 1.0, video_duration_seconds: 2.0 },
+        }
+    }
+
+    fn names(r: &RecentWatches, user: &str) -> Vec<String> {
+        r.recent(&UserId::parse("u", user).unwrap()).iter().map(|v| v.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn keeps_the_most_recent_watches_per_user_oldest_first() {
+        let r = RecentWatches::new(3);
+        r.observe(&[watch("a", "1"), watch("a", "2"), watch("b", "9"), watch("a", "3"), watch("a", "4")]);
+        assert_eq!(names(&r, "a"), ["2", "3", "4"]);
+        assert_eq!(names(&r, "b"), ["9"]);
+        // A re-watch moves to the end instead of appearing twice.
+        r.observe(&[watch("a", "2")]);
+        assert_eq!(names(&r, "a"), ["3", "4", "2"]);
+        assert!(names(&r, "nobody").is_empty());
+        assert_eq!(r.users(), 2);
+    }
+}
