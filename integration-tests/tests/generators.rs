@@ -305,3 +305,64 @@ async fn the_sequence_generator_picks_up_trained_models_and_swaps_them_under_loa
     assert!(cold.get_ref().candidates.is_empty() && cold.get_ref().note.contains("cold user"), "{:?}", cold.get_ref());
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_role_serves_its_model_alone_and_learns_histories_through_feedback_tail() {
+    use watchnext_core::Role;
+    let feedback = TestServer::start(|c| c.server.role = Role::Feedback).await.unwrap();
+    let url = format!("http://{}", feedback.addr());
+    let sequence = TestServer::start_with_data(
+        |dir| {
+            prepare_world(dir, 3, 60_000)?;
+            train_sequence_model(dir, "seq-role", 1);
+            Ok(())
+        },
+        |c| {
+            c.server.role = Role::Sequence;
+            c.endpoints.feedback = url;
+        },
+    )
+    .await
+    .unwrap();
+    let video = popular_video(&sequence);
+    let mut client = sequence.generator();
+    // A single-generator process also answers an unspecified generator.
+    let request = GenerateRequest { query_video_id: video.clone(), max_candidates: 20, ..Default::default() };
+    let answer = client.generate(request).await.unwrap().into_inner();
+    assert_eq!(answer.index_version, "seq-role");
+    assert_eq!(answer.generator, CandidateSource::Sequence as i32);
+    assert_eq!(answer.candidates.len(), 20, "{answer:?}");
+    let err = client.generate(generate(CandidateSource::Topic, &video, "u")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // A user unknown to this process: empty with a note, until their
+    // watches arrive through the feedback role's Tail stream.
+    let cold = || GenerateRequest {
+        user_id: "tail-user".into(),
+        query_video_id: "unknown-video".into(),
+        max_candidates: 10,
+        ..Default::default()
+    };
+    let before = client.generate(cold()).await.unwrap().into_inner();
+    assert!(before.candidates.is_empty() && before.note.contains("cold user"), "{before:?}");
+    let watch = |v: &str, t: i64| FeedbackEvent {
+        user_id: "tail-user".into(),
+        video_id: v.into(),
+        timestamp_ms: 1_900_000_000_000 + t,
+        event: Some(Event::Watch(pb::Watch { seconds_watched: 60.0, video_duration_seconds: 60.0 })),
+        ..Default::default()
+    };
+    feedback.feedback().record(RecordRequest { events: vec![watch(&video, 1)] }).await.unwrap();
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = client.generate(cold()).await.unwrap().into_inner();
+        if !after.candidates.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(after.candidates.len(), 10, "history learnt from the stream: {after:?}");
+    assert!(after.candidates.iter().all(|c| c.video_id != video));
+    sequence.stop().await.unwrap();
+    feedback.stop().await.unwrap();
+}

@@ -117,6 +117,18 @@ impl GlobalArgs {
     }
 }
 
+/// For the demo: trains the sequence generator's model when the data folder
+/// has none yet.
+fn ensure_sequence_model(config: &Config) -> anyhow::Result<()> {
+    let root = watchnext_core::datadir::DataDir::new(&config.data.dir).sequence_models();
+    if watchnext_sequence::model::newest_model_dir(&root).is_some() {
+        return Ok(());
+    }
+    println!("no sequence model yet: training one on the log (watchnext train-sequence)");
+    let args = crate::training::TrainSequenceArgs { out: None, version: None, epochs: None, seed: None, quiet: false };
+    crate::training::train_sequence_command(config, args).map(|_| ())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -145,7 +157,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 {
                     let config = config.clone();
-                    tokio::task::block_in_place(|| crate::data::ensure_demo_world(&config))?;
+                    tokio::task::block_in_place(|| {
+                        crate::data::ensure_demo_world(&config)?;
+                        ensure_sequence_model(&config)
+                    })?;
                 }
                 let data_dir = config.data.dir.clone();
                 let running = app::start(config).await?;

@@ -36,7 +36,9 @@ pub async fn show_candidates(url: &str, data_dir: &Path) -> anyhow::Result<()> {
         title(request.query_video.as_str())
     );
     let mut client = CandidateGeneratorClient::connect(url.to_owned()).await?;
-    for source in [CandidateSource::Topic, CandidateSource::Cowatch, CandidateSource::Context] {
+    for source in
+        [CandidateSource::Topic, CandidateSource::Cowatch, CandidateSource::Sequence, CandidateSource::Context]
+    {
         let message = GenerateRequest {
             request_id: request.request_id.as_str().to_owned(),
             user_id: request.user.as_str().to_owned(),
@@ -59,7 +61,14 @@ pub async fn show_candidates(url: &str, data_dir: &Path) -> anyhow::Result<()> {
         // The log is replayed into the generators in the background.
         let mut answer = GenerateResponse::default();
         for _ in 0..60 {
-            answer = client.generate(message.clone()).await?.into_inner();
+            match client.generate(message.clone()).await {
+                Ok(r) => answer = r.into_inner(),
+                // A generator still loading its model says so; wait for it.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    answer.note = status.message().to_owned()
+                }
+                Err(status) => return Err(status.into()),
+            }
             if !answer.candidates.is_empty() {
                 break;
             }

@@ -15,12 +15,17 @@ use watchnext_core::config::{LogConfig, LogFormat};
 /// Installs the global `tracing` subscriber. Later calls are no-ops (tests
 /// start many servers in one process).
 pub fn init_logging(config: &LogConfig) {
-    // ONNX Runtime logs every arena allocation at INFO: keep it to warnings
-    // unless the level names `ort` itself.
-    let level = if config.level.contains("ort") { config.level.clone() } else { format!("{},ort=warn", config.level) };
+    // ONNX Runtime logs every arena allocation at INFO, and hnsw_rs every
+    // build parameter: keep them to warnings unless the level names them.
+    let mut level = config.level.clone();
+    for noisy in ["ort", "hnsw_rs"] {
+        if !config.level.contains(noisy) {
+            level.push_str(&format!(",{noisy}=warn"));
+        }
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,ort=warn,hnsw_rs=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),

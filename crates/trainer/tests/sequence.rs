@@ -99,7 +99,9 @@ fn learns_which_video_comes_next() {
     // finds it in its top 10 for nearly all of those.
     assert!(before < 0.2, "untrained HR@10 {before}");
     assert!(after > 0.8, "trained HR@10 {after}; report {report:?}");
-    assert!(report.epochs.first().expect("test setup").train_loss > report.epochs.last().expect("test setup").train_loss);
+    assert!(
+        report.epochs.first().expect("test setup").train_loss > report.epochs.last().expect("test setup").train_loss
+    );
     assert!(report.best_epoch >= 1);
 }
 
@@ -225,7 +227,8 @@ fn a_broken_model_is_refused_and_the_old_one_keeps_serving() {
     // An encoder whose vectors do not match the manifest is refused at warm-up.
     let wrong = root.path().join("wrong");
     write_sequence_model(&wrong, &net, &data, "wrong", &report).expect("test setup");
-    let other = SequenceNet::new(&SequenceTrainerConfig { dim: 8, ..small_config() }, data.videos.len()).expect("test setup");
+    let other =
+        SequenceNet::new(&SequenceTrainerConfig { dim: 8, ..small_config() }, data.videos.len()).expect("test setup");
     std::fs::write(wrong.join(ENCODER_FILE), encoder_graph(&other, "wrong").expect("test setup")).expect("test setup");
     let err = g.load_dir(&wrong).unwrap_err().to_string();
     assert!(err.contains("shape") || err.contains("values"), "{err}");
