@@ -102,6 +102,11 @@ pub fn train_sequence_command(config: &Config, args: TrainSequenceArgs) -> anyho
     }
     c.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let data = DataDir::new(&config.data.dir);
+    let version = args.version.unwrap_or_else(|| format!("seq-{}", utc_stamp()));
+    let out = args.out.unwrap_or_else(|| data.sequence_models().join(&version));
+    if out.exists() {
+        anyhow::bail!("{} already exists; choose another --version or --out", out.display());
+    }
     let started = std::time::Instant::now();
     let mut failed = None;
     let events = crate::data::reader(&data)?.map_while(|r| match r {
@@ -126,8 +131,6 @@ pub fn train_sequence_command(config: &Config, args: TrainSequenceArgs) -> anyho
         );
     }
     let (net, report) = train_sequence(&sequences, &c, !args.quiet)?;
-    let version = args.version.unwrap_or_else(|| format!("seq-{}", utc_stamp()));
-    let out = args.out.unwrap_or_else(|| data.sequence_models().join(&version));
     write_sequence_model(&out, &net, &sequences, &version, &report)?;
     let best = report.epochs.get(report.best_epoch.saturating_sub(1));
     let hits: Vec<String> = best

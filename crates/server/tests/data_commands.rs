@@ -126,3 +126,33 @@ fn train_then_eval_as_a_user_runs_them() {
     let (ok, out) = watchnext(&data, &["--config", config, "eval", "--model", root.path().to_str().unwrap()]);
     assert!(!ok && out.contains("manifest.json"), "{out}");
 }
+
+#[test]
+fn train_sequence_then_eval_generators_as_a_user_runs_them() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("sim");
+    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
+    assert!(ok, "{out}");
+    let config = root.path().join("watchnext.toml");
+    std::fs::write(&config, "[sequence_trainer]\nhistory_len = 8\ndim = 16\nhidden = 32\nmax_epochs = 2\n").unwrap();
+    let config = config.to_str().unwrap();
+
+    let (ok, out) = watchnext(&data, &["--config", config, "train-sequence", "--version", "s1", "--quiet"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("trained sequence model s1") && out.contains("HR@50"), "{out}");
+    let model = data.join("sequence/s1");
+    for file in ["encoder.onnx", "videos.txt", "video_embeddings.f32", "manifest.json"] {
+        assert!(model.join(file).is_file(), "{file} missing");
+    }
+    // Each version is written once.
+    let (ok, out) = watchnext(&data, &["--config", config, "train-sequence", "--version", "s1", "--quiet"]);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = watchnext(&data, &["--config", config, "train-sequence", "--epochs", "0"]);
+    assert!(!ok && out.contains("sequence_trainer.max_epochs"), "{out}");
+
+    let (ok, out) = watchnext(&data, &["--config", config, "eval", "generators", "--users", "200"]);
+    assert!(ok, "{out}");
+    for method in ["| topic |", "| cowatch |", "| sequence |", "| context |", "| popularity baseline |"] {
+        assert!(out.contains(method), "{method} missing: {out}");
+    }
+}
