@@ -1,0 +1,509 @@
+//! The ranker of watchnext: scores every candidate of a request with the
+//! trainer's multitask graph (`model.onnx` + `manifest.json`, the contract
+//! of `watchnext_core::model`), run by ONNX Runtime.
+//!
+//! # A request
+//! The per-request features are computed once (`RequestFeatures`, the
+//! schema code the trainer uses too), then one dense row
+//! (`[n, DENSE_LEN]`) and one sparse row (`[n, SPARSE_LEN]`) per candidate
+//! are written into two flat buffers, and **all candidates go through the
+//! graph in one run**. There is no position input: the trainer's shallow
+//! position tower is not part of the serving graph. [`Ranker::rank`] is
+//! synchronous and takes milliseconds: callers run it on a blocking thread
+//! (the gRPC service and the recommender use `spawn_blocking`), never on
+//! an async worker. A model holds a pool of `sessions` ONNX Runtime sessions
+//! (each with `[onnx] intra_op_threads` threads, spinning as `[onnx]
+//! spinning` says — off by default, since spinning threads steal CPU the
+//! rest of the process needs), so that many requests score at once.
+//!
+//! # Models and hot reload
+//! [`Ranker::load_dir`] reads the manifest, refuses a schema other than
+//! the ranker's (both hashes named) or a graph whose inputs and outputs
+//! are not the contract's, loads the sessions with the configured
+//! execution provider (CPU fallback logged), **warms up** with a full batch
+//! of `warmup_rows` candidates and checks every output's shape and
+//! finiteness — all off the request path — and only then swaps it in
+//! atomically. The model it replaces stays loaded for
+//! [`Ranker::rollback`], and the `keep_versions` most recent models stay
+//! addressable by version (experiment arms pin one). A model that fails
+//! any check is rejected with the reason and the active one keeps serving.
+//! [`Ranker::reload_newest`] is what the server's folder watcher calls:
+//! the newest directory under `<data>/models` by manifest creation time,
+//! skipping directories it already rejected.
+//!
+//! # Gate metrics
+//! MMoE graphs also output each task's gate weights per candidate. Every
+//! run adds them to the active model's utilisation (mean weight of each
+//! expert in each task's mixture since load, [`LoadedModel::gate_utilisation`])
+//! and to the gauge `watchnext_ranker_gate_weight{task, expert}`, an
+//! exponential moving average over recent requests, so a gate collapsing
+//! onto one expert (polarisation) shows on a dashboard.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::{Deserialize, Serialize};
+use watchnext_core::{
+    catalog::Catalog,
+    event::FeatureVector,
+    features::{DENSE_INPUT, DENSE_LEN, FeatureSchema, RequestFeatures, RequestInput, SPARSE_INPUT, SPARSE_LEN},
+    model::{GATES_OUTPUT, MODEL_FILE, ModelManifest, PREDICTIONS_OUTPUT},
+    request::{Query, RankCandidate},
+};
+use watchnext_onnx::{OnnxError, OnnxRuntime, SessionOptions, SessionPool};
+
+/// Configuration of the ranker (`[ranker]`, beside `max_candidates`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankerSettings {
+    /// ONNX Runtime sessions per model: requests scored at the same time.
+    pub sessions: usize,
+    /// Candidates in the warm-up run of a model being loaded.
+    pub warmup_rows: usize,
+    /// Models kept loaded (the active one, the rollback target, versions
+    /// pinned by experiment arms).
+    pub keep_versions: usize,
+}
+
+impl Default for RankerSettings {
+    fn default() -> Self {
+        Self { sessions: 2, warmup_rows: 256, keep_versions: 4 }
+    }
+}
+
+/// What can go wrong loading a model or ranking.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error("ranker config: `{field}` {problem}")]
+    Config { field: &'static str, problem: String },
+    #[error("no ranking model is loaded: train one with `watchnext train` (it is picked up from <data>/models)")]
+    NoModel,
+    #[error("model version `{0}` is not loaded (loaded: {1})")]
+    UnknownVersion(String, String),
+    #[error("model {dir}: {reason}")]
+    Model { dir: String, reason: String },
+    #[error("there is no previous model to roll back to")]
+    NoPrevious,
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+impl From<OnnxError> for RankError {
+    fn from(e: OnnxError) -> Self {
+        RankError::Run(e.to_string())
+    }
+}
+
+/// Mean gate weight per task and expert.
+#[derive(Debug, Default)]
+struct GateStats {
+    sums: Vec<f64>,
+    rows: u64,
+    /// Exponential moving average over requests, for the gauge.
+    recent: Vec<f64>,
+}
+
+/// A model ready to serve.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub version: String,
+    pub dir: PathBuf,
+    pub manifest: ModelManifest,
+    /// Task names, in prediction order.
+    pub tasks: Vec<String>,
+    /// Experts per gate (0: no gates output).
+    pub experts: usize,
+    pool: SessionPool,
+    gates: Mutex<GateStats>,
+}
+
+/// Predictions for the candidates of one request.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub model_version: String,
+    pub tasks: Vec<String>,
+    /// `candidates × tasks`, row-major, in candidate order.
+    pub predictions: Vec<f32>,
+    /// The features each candidate was scored with (in candidate order).
+    pub features: Vec<FeatureVector>,
+}
+
+impl Scored {
+    /// The predictions of candidate `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let t = self.tasks.len();
+        &self.predictions[i * t..(i + 1) * t]
+    }
+}
+
+/// What a load did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub version: String,
+    pub previous: Option<String>,
+    pub provider: String,
+    pub seconds: f64,
+}
+
+impl LoadedModel {
+    /// Runs the graph on `rows` candidates; returns predictions
+    /// (`rows × tasks`) and, for gated models, gates (`rows × tasks × experts`).
+    pub fn run(&self, dense: Vec<f32>, sparse: Vec<i64>, rows: usize) -> Result<(Vec<f32>, Vec<f32>), RankError> {
+        let t = self.tasks.len();
+        let e = self.experts;
+        self.pool.run(|session| {
+            let run = |e: ort::Error| RankError::Run(e.to_string());
+            let dense = ort::value::Tensor::from_array(([rows, DENSE_LEN], dense)).map_err(run)?;
+            let sparse = ort::value::Tensor::from_array(([rows, SPARSE_LEN], sparse)).map_err(run)?;
+            let outputs = session.run(ort::inputs![DENSE_INPUT => dense, SPARSE_INPUT => sparse]).map_err(run)?;
+            let (shape, p) = outputs[PREDICTIONS_OUTPUT].try_extract_tensor::<f32>().map_err(run)?;
+            if shape.len() != 2 || shape[0] as usize != rows || shape[1] as usize != t {
+                return Err(RankError::Run(format!(
+                    "`{PREDICTIONS_OUTPUT}` has shape {shape:?}, expected [{rows}, {t}]"
+                )));
+            }
+            let predictions = p.to_vec();
+            let gates = if e > 0 {
+                let (shape, g) = outputs[GATES_OUTPUT].try_extract_tensor::<f32>().map_err(run)?;
+                if shape.len() != 3 || shape[0] as usize != rows || shape[1] as usize != t || shape[2] as usize != e {
+                    return Err(RankError::Run(format!(
+                        "`{GATES_OUTPUT}` has shape {shape:?}, expected [{rows}, {t}, {e}]"
+                    )));
+                }
+                g.to_vec()
+            } else {
+                Vec::new()
+            };
+            Ok((predictions, gates))
+        })
+    }
+
+    /// Mean weight of each expert in each task's mixture since the model was
+    /// loaded (`[task][expert]`), and the rows it covers.
+    pub fn gate_utilisation(&self) -> (Vec<Vec<f64>>, u64) {
+        let g = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = g.rows.max(1) as f64;
+        let e = self.experts.max(1);
+        (g.sums.chunks(e).map(|row| row.iter().map(|s| s / n).collect()).collect(), g.rows)
+    }
+
+    fn record_gates(&self, gates: &[f32], rows: usize) {
+        if self.experts == 0 || rows == 0 {
+            return;
+        }
+        let te = self.tasks.len() * self.experts;
+        let mut g = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.sums.len() != te {
+            g.sums = vec![0.0; te];
+            g.recent = vec![0.0; te];
+        }
+        let mut batch = vec![0.0f64; te];
+        for row in gates.chunks_exact(te) {
+            for (b, &x) in batch.iter_mut().zip(row) {
+                *b += f64::from(x);
+            }
+        }
+        let first = g.rows == 0;
+        g.rows += rows as u64;
+        const ALPHA: f64 = 0.05;
+        let GateStats { sums, recent, .. } = &mut *g;
+        for (i, total) in batch.iter().enumerate() {
+            sums[i] += total;
+            let mean = total / rows as f64;
+            recent[i] = if first { mean } else { (1.0 - ALPHA) * recent[i] + ALPHA * mean };
+        }
+        for (i, value) in recent.iter().enumerate() {
+            let (task, expert) = (i / self.experts, i % self.experts);
+            metrics::gauge!(
+                "watchnext_ranker_gate_weight",
+                "task" => self.tasks[task].clone(),
+                "expert" => expert.to_string()
+            )
+            .set(*value);
+        }
+    }
+}
+
+/// The ranker: the loaded models and the catalogue features are built from.
+#[derive(Debug)]
+pub struct Ranker {
+    settings: RankerSettings,
+    schema: FeatureSchema,
+    runtime: Arc<OnnxRuntime>,
+    session: SessionOptions,
+    active: ArcSwapOption<LoadedModel>,
+    previous: Mutex<Option<Arc<LoadedModel>>>,
+    /// Loaded models, most recently loaded last (at most `keep_versions`).
+    loaded: Mutex<Vec<Arc<LoadedModel>>>,
+    catalog: ArcSwap<Catalog>,
+    /// Directories that failed to load (the folder watcher skips them).
+    rejected: Mutex<HashSet<PathBuf>>,
+    installing: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ranker {
+    /// A ranker with no model yet, building features with `schema`.
+    pub fn new(
+        settings: RankerSettings,
+        schema: FeatureSchema,
+        runtime: Arc<OnnxRuntime>,
+        session: SessionOptions,
+    ) -> Result<Self, RankError> {
+        let bad = |field, problem: &str| Err(RankError::Config { field, problem: problem.to_owned() });
+        if settings.sessions == 0 || settings.sessions > 256 {
+            return bad("sessions", "must be between 1 and 256");
+        }
+        if settings.warmup_rows == 0 {
+            return bad("warmup_rows", "must be at least 1");
+        }
+        if settings.keep_versions < 2 {
+            return bad("keep_versions", "must be at least 2 (the active model and the rollback target)");
+        }
+        let empty = Catalog::new(Vec::new()).map_err(|e| RankError::Run(e.to_string()))?;
+        Ok(Self {
+            settings,
+            schema,
+            runtime,
+            session,
+            active: ArcSwapOption::empty(),
+            previous: Mutex::new(None),
+            loaded: Mutex::new(Vec::new()),
+            catalog: ArcSwap::from_pointee(empty),
+            rejected: Mutex::new(HashSet::new()),
+            installing: Mutex::new(()),
+        })
+    }
+
+    /// The feature schema models must match.
+    pub fn schema(&self) -> &FeatureSchema {
+        &self.schema
+    }
+
+    /// A new catalogue for the features (video topics, durations, ages).
+    pub fn update_catalog(&self, catalog: &Arc<Catalog>) {
+        self.catalog.store(catalog.clone());
+    }
+
+    /// The model serving by default.
+    pub fn active(&self) -> Option<Arc<LoadedModel>> {
+        self.active.load_full()
+    }
+
+    /// The model for `version` (`None` or empty: the active one).
+    pub fn model(&self, version: Option<&str>) -> Result<Arc<LoadedModel>, RankError> {
+        let active = self.active().ok_or(RankError::NoModel)?;
+        match version.filter(|v| !v.is_empty()) {
+            None => Ok(active),
+            Some(v) if v == active.version => Ok(active),
+            Some(v) => {
+                let loaded = lock(&self.loaded);
+                loaded.iter().rev().find(|m| m.version == v).cloned().ok_or_else(|| {
+                    let names: Vec<&str> = loaded.iter().map(|m| m.version.as_str()).collect();
+                    RankError::UnknownVersion(v.to_owned(), names.join(", "))
+                })
+            }
+        }
+    }
+
+    /// Versions loaded, most recent last.
+    pub fn loaded_versions(&self) -> Vec<String> {
+        lock(&self.loaded).iter().map(|m| m.version.clone()).collect()
+    }
+
+    /// The dense and sparse features of `candidates` for `query`.
+    pub fn features(&self, query: &Query, candidates: &[RankCandidate]) -> (Vec<f32>, Vec<i64>) {
+        let catalog = self.catalog.load();
+        let input = RequestInput {
+            user: query.user.as_str(),
+            query_video: query.query_video.as_str(),
+            device: query.device,
+            time_ms: query.context.time_ms,
+            utc_offset_minutes: query.context.utc_offset_minutes,
+            history: &query.history.0,
+        };
+        let request = RequestFeatures::new(&self.schema, &catalog, &input);
+        let n = candidates.len();
+        let mut dense = vec![0.0f32; n * DENSE_LEN];
+        let mut sparse = vec![0i64; n * SPARSE_LEN];
+        for ((c, d), s) in
+            candidates.iter().zip(dense.chunks_exact_mut(DENSE_LEN)).zip(sparse.chunks_exact_mut(SPARSE_LEN))
+        {
+            request.candidate(&catalog, c.video.as_str(), &c.sources, d, s);
+        }
+        (dense, sparse)
+    }
+
+    /// Scores `candidates` for `query` with the model `version` (`None`:
+    /// the active one), all in one run.
+    pub fn rank(
+        &self,
+        query: &Query,
+        candidates: &[RankCandidate],
+        version: Option<&str>,
+    ) -> Result<Scored, RankError> {
+        let model = self.model(version)?;
+        let started = Instant::now();
+        let (dense, sparse) = self.features(query, candidates);
+        let features = dense
+            .chunks_exact(DENSE_LEN)
+            .zip(sparse.chunks_exact(SPARSE_LEN))
+            .map(|(d, s)| FeatureVector {
+                schema_hash: self.schema.hash().to_owned(),
+                dense: d.to_vec(),
+                sparse: s.to_vec(),
+            })
+            .collect();
+        let n = candidates.len();
+        let (predictions, gates) = if n == 0 { (Vec::new(), Vec::new()) } else { model.run(dense, sparse, n)? };
+        model.record_gates(&gates, n);
+        metrics::counter!("watchnext_ranker_candidates_total").increment(n as u64);
+        metrics::histogram!("watchnext_ranker_rank_seconds").record(started.elapsed().as_secs_f64());
+        Ok(Scored { model_version: model.version.clone(), tasks: model.tasks.clone(), predictions, features })
+    }
+
+    fn reject(&self, dir: &Path, reason: String) -> RankError {
+        lock(&self.rejected).insert(dir.to_owned());
+        tracing::error!(dir = %dir.display(), %reason, "model rejected; the active model keeps serving");
+        RankError::Model { dir: dir.display().to_string(), reason }
+    }
+
+    /// Loads, checks and warms up the model in `dir`, then makes it the
+    /// active one (the previous active model becomes the rollback target).
+    pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, RankError> {
+        let _one = lock(&self.installing);
+        let started = Instant::now();
+        let model = self.prepare(dir).map_err(|reason| self.reject(dir, reason))?;
+        let model = Arc::new(model);
+        let provider = model.pool.provider().name().to_owned();
+        let old = self.active.swap(Some(model.clone()));
+        let previous = old.as_ref().map(|m| m.version.clone());
+        *lock(&self.previous) = old;
+        {
+            let mut loaded = lock(&self.loaded);
+            loaded.retain(|m| m.version != model.version);
+            loaded.push(model.clone());
+            let keep = self.settings.keep_versions;
+            let previous = lock(&self.previous).as_ref().map(|m| m.version.clone());
+            while loaded.len() > keep {
+                // Evict the oldest that is neither active nor the rollback target.
+                let Some(i) =
+                    loaded.iter().position(|m| m.version != model.version && Some(&m.version) != previous.as_ref())
+                else {
+                    break;
+                };
+                loaded.remove(i);
+            }
+        }
+        lock(&self.rejected).remove(dir);
+        let report =
+            LoadReport { version: model.version.clone(), previous, provider, seconds: started.elapsed().as_secs_f64() };
+        tracing::info!(
+            version = %report.version,
+            previous = report.previous.as_deref().unwrap_or(""),
+            provider = %report.provider,
+            seconds = report.seconds,
+            "ranking model swapped in"
+        );
+        Ok(report)
+    }
+
+    /// Reads and checks a model directory, loads its sessions and warms
+    /// them up; `Err` is the reason it cannot serve.
+    fn prepare(&self, dir: &Path) -> Result<LoadedModel, String> {
+        let manifest = ModelManifest::read(dir).map_err(|e| e.to_string())?;
+        manifest.check(&self.schema).map_err(|e| e.to_string())?;
+        let path = dir.join(MODEL_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pool =
+            SessionPool::new(&self.runtime, &manifest.model_version, &bytes, &self.session, self.settings.sessions)
+                .map_err(|e| e.to_string())?;
+        let mut inputs = pool.input_names().to_vec();
+        inputs.sort();
+        if inputs != [DENSE_INPUT, SPARSE_INPUT] {
+            return Err(format!(
+                "the graph's inputs are {inputs:?}; the contract is exactly `{DENSE_INPUT}` and `{SPARSE_INPUT}`"
+            ));
+        }
+        let experts = manifest.experts as usize;
+        for needed in [Some(PREDICTIONS_OUTPUT), (experts > 0).then_some(GATES_OUTPUT)].into_iter().flatten() {
+            if !pool.output_names().iter().any(|o| o == needed) {
+                return Err(format!("the graph has no `{needed}` output (it has {:?})", pool.output_names()));
+            }
+        }
+        let model = LoadedModel {
+            version: manifest.model_version.clone(),
+            dir: dir.to_owned(),
+            tasks: manifest.tasks.iter().map(|t| t.name.clone()).collect(),
+            experts,
+            manifest,
+            pool,
+            gates: Mutex::new(GateStats::default()),
+        };
+        // Warm-up: a full batch of plausible rows (every sparse bucket in
+        // range), timed, with every output checked.
+        let rows = self.settings.warmup_rows;
+        let buckets = self.schema.sparse_buckets();
+        let dense: Vec<f32> = (0..rows * DENSE_LEN).map(|i| ((i % 7) as f32) * 0.25).collect();
+        let sparse: Vec<i64> =
+            (0..rows * SPARSE_LEN).map(|i| (i as i64 * 7919) % i64::from(buckets[i % SPARSE_LEN].max(1))).collect();
+        let warm = Instant::now();
+        let (p, g) = model.run(dense, sparse, rows).map_err(|e| format!("warm-up run: {e}"))?;
+        if let Some(i) = p.iter().chain(&g).position(|x| !x.is_finite()) {
+            return Err(format!("warm-up run: output value {i} is not finite"));
+        }
+        tracing::debug!(version = %model.version, rows, ms = warm.elapsed().as_secs_f64() * 1e3, "ranking model warmed up");
+        Ok(model)
+    }
+
+    /// Loads the newest model directory under `root` (by manifest
+    /// creation time) unless it is active or was rejected before.
+    pub fn reload_newest(&self, root: &Path) -> Result<Option<LoadReport>, RankError> {
+        let Some((dir, manifest)) = newest_model_dir(root) else { return Ok(None) };
+        if self.active().is_some_and(|m| m.dir == dir || m.version == manifest.model_version)
+            || lock(&self.rejected).contains(&dir)
+        {
+            return Ok(None);
+        }
+        self.load_dir(&dir).map(Some)
+    }
+
+    /// Makes the previous model active again (and the active one the
+    /// rollback target); returns `(active, previous)` versions.
+    pub fn rollback(&self) -> Result<(String, String), RankError> {
+        let _one = lock(&self.installing);
+        let mut previous = lock(&self.previous);
+        let back = previous.take().ok_or(RankError::NoPrevious)?;
+        let current = self.active.swap(Some(back.clone()));
+        *previous = current;
+        let now = (back.version.clone(), previous.as_ref().map(|m| m.version.clone()).unwrap_or_default());
+        tracing::warn!(active = %now.0, previous = %now.1, "ranking model rolled back");
+        Ok(now)
+    }
+}
+
+/// The newest model directory under `root` by manifest creation time
+/// (directories without a readable manifest are skipped).
+pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, ModelManifest)> {
+    let mut best: Option<(PathBuf, ModelManifest)> = None;
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if let Ok(m) = ModelManifest::read(&path)
+            && best.as_ref().is_none_or(|(_, b)| (m.created_ms, &m.model_version) > (b.created_ms, &b.model_version))
+        {
+            best = Some((path, m));
+        }
+    }
+    best
+}
