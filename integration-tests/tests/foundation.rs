@@ -23,11 +23,13 @@ async fn every_service_reports_health() {
     let overall = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(overall.status(), ServingStatus::Serving);
 
-    // Admin works (the test config has a token); the pipeline services
-    // report NOT_SERVING until their machinery exists, and say why in Status.
+    // Admin works (the test config has a token); the recommender serves
+    // (its generators are here, even if they have no data yet); the ranker
+    // and the generators report NOT_SERVING until they have a model or data,
+    // and say why in Status.
     let expected = [
         ("watchnext.v1.Admin", ServingStatus::Serving),
-        ("watchnext.v1.Recommender", ServingStatus::NotServing),
+        ("watchnext.v1.Recommender", ServingStatus::Serving),
         ("watchnext.v1.Ranker", ServingStatus::NotServing),
         ("watchnext.v1.Feedback", ServingStatus::Serving),
         ("watchnext.v1.CandidateGenerator", ServingStatus::NotServing),
@@ -158,8 +160,9 @@ async fn malformed_requests_get_invalid_argument_naming_the_field() {
 async fn well_formed_calls_without_machinery_say_what_is_missing() {
     let server = TestServer::all_in_one().await.unwrap();
     let err = server.recommender().recommend(recommend("u1", "v1", 10)).await.unwrap_err();
+    // An empty data folder: nothing to recommend, and the reasons say why.
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("ranking model"), "{}", err.message());
+    assert!(err.message().contains("no candidate") && err.message().contains("catalogue"), "{}", err.message());
 
     let rank = RankRequest {
         user_id: "u1".into(),

@@ -184,11 +184,24 @@ pub struct RecommenderConfig {
     pub max_results: u32,
     /// Most merged candidates sent to the ranker per request.
     pub max_candidates: u32,
+    /// Fan-out, deadlines and diversity (checked by the recommender crate,
+    /// see `crates/recommender/src/config.rs`).
+    pub fanout: serde_json::Value,
+    /// The combiner's default task weights and inverted tasks.
+    pub combiner: serde_json::Value,
+    /// Experiment arms (`[[recommender.arms]]`); none = one `default` arm.
+    pub arms: serde_json::Value,
 }
 
 impl Default for RecommenderConfig {
     fn default() -> Self {
-        Self { max_results: 100, max_candidates: 500 }
+        Self {
+            max_results: 100,
+            max_candidates: 500,
+            fanout: serde_json::Value::Object(serde_json::Map::new()),
+            combiner: serde_json::Value::Object(serde_json::Map::new()),
+            arms: serde_json::Value::Array(Vec::new()),
+        }
     }
 }
 
@@ -234,11 +247,21 @@ impl Default for GeneratorsConfig {
 pub struct RankerConfig {
     /// Most candidates one Rank call may carry.
     pub max_candidates: u32,
+    /// ONNX Runtime sessions per model (requests scored at once).
+    pub sessions: usize,
+    /// Candidates in the warm-up run of a model being loaded.
+    pub warmup_rows: usize,
+    /// Models kept loaded: the active one, the rollback target, versions
+    /// pinned by experiment arms.
+    pub keep_versions: usize,
+    /// How often `<data>/models` is checked for a newer model (0 = only at
+    /// start-up and on `Admin.ReloadModel`).
+    pub model_poll_seconds: u64,
 }
 
 impl Default for RankerConfig {
     fn default() -> Self {
-        Self { max_candidates: 2_000 }
+        Self { max_candidates: 2_000, sessions: 2, warmup_rows: 256, keep_versions: 4, model_poll_seconds: 10 }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod event;
 pub mod features;
 pub mod fsutil;
 pub mod generator;
+pub mod history;
 pub mod ids;
 pub mod model;
 pub mod request;

@@ -32,6 +32,7 @@ use watchnext_core::{
     catalog::Catalog,
     event::{Event, Source},
     generator::{Candidate, Generated, Generator},
+    history::RecentWatches,
     ids::VideoId,
     request::Query,
 };
@@ -40,7 +41,6 @@ use watchnext_onnx::{OnnxError, OnnxRuntime, SessionOptions, SessionPool};
 use crate::{
     ann::{AnnError, AnnIndex, AnnKind, AnnParams, Embeddings, build_index},
     model::{HISTORY_INPUT, ModelError, SequenceModel, USER_OUTPUT, newest_model_dir},
-    recent::RecentWatches,
 };
 
 /// Configuration of [`SequenceGenerator`] (`[generators.sequence]`).

@@ -8,8 +8,6 @@
 //!   the encoder up, builds the index off the request path and swaps it in
 //!   atomically; per request, encodes the history with ONNX Runtime and
 //!   searches the index.
-//! - [`recent`] — each user's recent watches from the feedback stream, for
-//!   requests that carry no history.
 //! - [`ann`] — the nearest-neighbour layer: one trait ([`ann::AnnIndex`]),
 //!   `hnsw_rs` behind it as the default the product asked for, an HNSW of
 //!   our own that is several times faster, and exact search for ground
@@ -18,6 +16,5 @@
 pub mod ann;
 pub mod generator;
 pub mod model;
-pub mod recent;
 
 pub use generator::{InstallReport, Loaded, SequenceConfig, SequenceError, SequenceGenerator};

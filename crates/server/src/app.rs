@@ -194,15 +194,16 @@ pub fn open_feedback_log(config: &Config) -> anyhow::Result<watchnext_feedback::
     Ok(log)
 }
 
-/// Reloads `catalog.jsonl` into every hosted generator when its
-/// modification time changes, checked every `interval_s` seconds.
-fn watch_catalog(config: &Config, hosted: &Hosted, interval_s: u64) {
-    if interval_s == 0 || hosted.generators.is_empty() {
+/// Something that takes a new catalogue (a generator, the ranker, the recommender).
+type CatalogConsumer = Arc<dyn Fn(&Arc<watchnext_core::catalog::Catalog>) + Send + Sync>;
+
+/// Reloads `catalog.jsonl` into every consumer when its modification time
+/// changes, checked every `interval_s` seconds.
+fn watch_catalog(config: &Config, consumers: Vec<CatalogConsumer>, interval_s: u64) {
+    if interval_s == 0 || consumers.is_empty() {
         return;
     }
     let path = watchnext_core::datadir::DataDir::new(&config.data.dir).catalog();
-    let generators: Vec<Arc<dyn watchnext_core::generator::Generator>> =
-        hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen = modified(&path);
     tokio::spawn(async move {
@@ -214,11 +215,11 @@ fn watch_catalog(config: &Config, hosted: &Hosted, interval_s: u64) {
                 continue;
             }
             seen = now;
-            let (path, generators) = (path.clone(), generators.clone());
+            let (path, consumers) = (path.clone(), consumers.clone());
             let loaded = tokio::task::spawn_blocking(move || {
                 let catalog = Arc::new(watchnext_core::catalog::Catalog::read(&path)?);
-                for g in &generators {
-                    g.update_catalog(&catalog);
+                for consume in &consumers {
+                    consume(&catalog);
                 }
                 Ok::<_, watchnext_core::catalog::CatalogError>(catalog.len())
             })
@@ -307,9 +308,7 @@ fn watch_readiness(
 /// without the log follow the feedback role's `Tail` stream at `endpoint`,
 /// reconnecting (from the next sequence number) after any failure.
 fn follow_remote(endpoint: &str, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .with_context(|| format!("configuration key `endpoints.feedback`: `{endpoint}` is not a URL"))?
-        .connect_lazy();
+    let channel = feedback_channel(endpoint)?;
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
@@ -317,55 +316,77 @@ fn follow_remote(endpoint: &str, hosted: &Hosted, interval_s: u64, info: &Arc<Pr
         };
         let (progress_tx, progress) = tokio::sync::watch::channel(*from);
         watch_readiness(info.clone(), *role, generator.clone(), progress);
-        let (generator, channel, mut next, role) = (generator.clone(), channel.clone(), (*from).max(1), *role);
-        tokio::spawn(async move {
-            let mut client = watchnext_proto::v1::feedback_client::FeedbackClient::new(channel);
-            loop {
-                let request = watchnext_proto::v1::TailRequest { from_sequence: next, max_batch: 0 };
-                let mut stream = match client.tail(request).await {
-                    Ok(response) => response.into_inner(),
-                    Err(status) => {
-                        tracing::warn!(%role, %status, "feedback Tail unavailable; retrying in 1 s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                loop {
-                    let chunk = match stream.message().await {
-                        Ok(Some(chunk)) => chunk,
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::warn!(%role, %status, "feedback Tail stream broke; reconnecting");
-                            break;
-                        }
-                    };
-                    let count = chunk.events.len() as u64;
-                    let events: Vec<watchnext_core::event::Event> = chunk
-                        .events
-                        .iter()
-                        .filter_map(|e| watchnext_core::event::Event::from_proto(e, 0).ok())
-                        .collect();
-                    let (g, after) = (generator.clone(), after.clone());
-                    let last = chunk.first_sequence + count.saturating_sub(1);
-                    let delivered = tokio::task::spawn_blocking(move || {
-                        g.observe(&events);
-                        if let Some(hook) = after {
-                            hook(last);
-                        }
-                    })
-                    .await;
-                    if delivered.is_err() {
-                        tracing::error!(%role, "a generator panicked while observing; following stops");
-                        return;
-                    }
-                    next = chunk.first_sequence + count;
-                    let _ = progress_tx.send(next);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        let generator = generator.clone();
+        let deliver: RemoteDelivery = Arc::new(move |events, last| {
+            generator.observe(&events);
+            if let Some(hook) = &after {
+                hook(last);
             }
         });
+        tail_remote(channel.clone(), role.name().to_owned(), *from, deliver, Some(progress_tx));
     }
     Ok(())
+}
+
+/// A lazily connected channel to the feedback role.
+pub(crate) fn feedback_channel(endpoint: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .with_context(|| format!("configuration key `endpoints.feedback`: `{endpoint}` is not a URL"))?
+        .connect_lazy())
+}
+
+/// Hands a chunk of remote events and the last sequence number it covers
+/// to a consumer (on a blocking thread).
+pub(crate) type RemoteDelivery = Arc<dyn Fn(Vec<watchnext_core::event::Event>, u64) + Send + Sync>;
+
+/// Follows the feedback role's `Tail` stream from `from`, delivering each
+/// chunk; reconnects from the next sequence number after any failure.
+pub(crate) fn tail_remote(
+    channel: tonic::transport::Channel,
+    label: String,
+    from: u64,
+    deliver: RemoteDelivery,
+    progress: Option<tokio::sync::watch::Sender<u64>>,
+) {
+    let mut next = from.max(1);
+    tokio::spawn(async move {
+        let mut client = watchnext_proto::v1::feedback_client::FeedbackClient::new(channel);
+        loop {
+            let request = watchnext_proto::v1::TailRequest { from_sequence: next, max_batch: 0 };
+            let mut stream = match client.tail(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    tracing::warn!(consumer = %label, %status, "feedback Tail unavailable; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let chunk = match stream.message().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(consumer = %label, %status, "feedback Tail stream broke; reconnecting");
+                        break;
+                    }
+                };
+                let count = chunk.events.len() as u64;
+                let events: Vec<watchnext_core::event::Event> =
+                    chunk.events.iter().filter_map(|e| watchnext_core::event::Event::from_proto(e, 0).ok()).collect();
+                let last = chunk.first_sequence + count.saturating_sub(1);
+                let deliver = deliver.clone();
+                if tokio::task::spawn_blocking(move || deliver(events, last)).await.is_err() {
+                    tracing::error!(consumer = %label, "a consumer panicked while observing; following stops");
+                    return;
+                }
+                next = chunk.first_sequence + count;
+                if let Some(p) = &progress {
+                    let _ = p.send(next);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// Snapshots the co-watch tables after a delivery when `interval_s` has
@@ -407,24 +428,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
-    // Admin is in every process; its health is "serving" only with a token.
-    let admin = AdminServer::new(AdminService::new(info.clone()))
-        .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(max_msg);
-    routes
-        .add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
-    let admin_detail = if config.admin.token.is_empty() { "disabled: no admin.token configured" } else { "" };
-    info.set_service(service_names::ADMIN, !config.admin.token.is_empty(), admin_detail).await;
-
-    if role.includes(Role::Recommender) {
-        routes.add_service(
-            RecommenderServer::new(RecommenderService::new(config.recommender.max_results))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(max_msg),
-        );
-        info.set_service(service_names::RECOMMENDER, false, "no candidate generators or ranking model in this build")
-            .await;
-    }
     let generator_roles: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
     let hosted = if generator_roles.is_empty() {
         Hosted::default()
@@ -450,7 +453,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         let detail = if any_serving { "" } else { "no hosted generator is ready" };
         info.set_service(service_names::CANDIDATE_GENERATOR, any_serving, detail).await;
-        watch_catalog(&config, &hosted, config.generators.catalog_poll_seconds);
         watch_sequence_models(&hosted, &info);
         routes.add_service(
             CandidateGeneratorServer::new(GeneratorService::new(entries, config.generators.max_candidates))
@@ -458,14 +460,74 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .max_encoding_message_size(max_msg),
         );
     }
-    if role.includes(Role::Ranker) {
+    let log = if role.includes(Role::Feedback) { Some(open_feedback_log(&config)?) } else { None };
+    let data = watchnext_core::datadir::DataDir::new(&config.data.dir);
+    let ranker = if role.includes(Role::Ranker) {
+        let c = config.clone();
+        let ranker = tokio::task::spawn_blocking(move || crate::serving::build_ranker(&c)).await??;
+        crate::serving::watch_models(ranker.clone(), data.models(), config.ranker.model_poll_seconds, info.clone());
         routes.add_service(
-            RankerServer::new(RankerService::new(config.ranker.max_candidates))
+            RankerServer::new(RankerService::new(ranker.clone(), config.ranker.max_candidates))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
-        info.set_service(service_names::RANKER, false, "no ranking model loaded").await;
+        let detail = if ranker.active().is_some() { "" } else { "no ranking model loaded: run `watchnext train`" };
+        info.set_service(service_names::RANKER, ranker.active().is_some(), detail).await;
+        Some(ranker)
+    } else {
+        None
+    };
+    let recommender = if role.includes(Role::Recommender) {
+        let rec = crate::serving::build_recommender(&config, &hosted, ranker.clone(), log.as_ref())?;
+        routes.add_service(
+            RecommenderServer::new(RecommenderService::new(rec.clone(), config.recommender.max_results))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        );
+        let has_sources = !hosted.generators.is_empty()
+            || [
+                &config.endpoints.topic,
+                &config.endpoints.cowatch,
+                &config.endpoints.sequence,
+                &config.endpoints.context,
+            ]
+            .iter()
+            .any(|u| !u.is_empty());
+        let detail =
+            if has_sources { "" } else { "no candidate generator in this process and no endpoints.* configured" };
+        info.set_service(service_names::RECOMMENDER, has_sources, detail).await;
+        Some(rec)
+    } else {
+        None
+    };
+    {
+        // Catalogue changes reach the ranker and the recommender too.
+        let mut consumers: Vec<CatalogConsumer> = hosted
+            .generators
+            .iter()
+            .map(|(_, g, _)| {
+                let g = g.clone();
+                Arc::new(move |c: &Arc<watchnext_core::catalog::Catalog>| g.update_catalog(c)) as CatalogConsumer
+            })
+            .collect();
+        if let Some(r) = &ranker {
+            let r = r.clone();
+            consumers.push(Arc::new(move |c: &Arc<watchnext_core::catalog::Catalog>| r.update_catalog(c)));
+        }
+        if let Some(r) = &recommender {
+            let r = r.clone();
+            consumers.push(Arc::new(move |c: &Arc<watchnext_core::catalog::Catalog>| r.update_catalog(c)));
+        }
+        watch_catalog(&config, consumers, config.generators.catalog_poll_seconds);
     }
+    // Admin is in every process; its health is "serving" only with a token.
+    let admin = AdminServer::new(AdminService::new(info.clone(), ranker.clone(), recommender.clone(), data.models()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+    routes
+        .add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
+    let admin_detail = if config.admin.token.is_empty() { "disabled: no admin.token configured" } else { "" };
+    info.set_service(service_names::ADMIN, !config.admin.token.is_empty(), admin_detail).await;
     if !role.includes(Role::Feedback) && !hosted.generators.is_empty() {
         if config.endpoints.feedback.is_empty() {
             tracing::warn!(
@@ -475,8 +537,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             follow_remote(&config.endpoints.feedback, &hosted, config.generators.snapshot_interval_seconds, &info)?;
         }
     }
-    if role.includes(Role::Feedback) {
-        let log = open_feedback_log(&config)?;
+    if let Some(log) = log {
         follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
         routes.add_service(
             FeedbackServer::new(FeedbackService::new(log, config.feedback.max_batch_events))

@@ -27,6 +27,7 @@ pub mod generators;
 pub mod grpc;
 pub mod health;
 pub mod middleware;
+pub mod serving;
 pub mod tailer;
 pub mod telemetry;
 pub mod training;

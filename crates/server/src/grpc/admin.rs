@@ -74,15 +74,23 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct AdminService {
     info: Arc<ProcessInfo>,
+    ranker: Option<Arc<watchnext_ranker::Ranker>>,
+    recommender: Option<Arc<watchnext_recommender::Recommender>>,
+    /// Where `ReloadModel` without a directory looks for the newest model.
+    models: std::path::PathBuf,
 }
 
 impl AdminService {
-    pub fn new(info: Arc<ProcessInfo>) -> Self {
-        Self { info }
+    pub fn new(
+        info: Arc<ProcessInfo>,
+        ranker: Option<Arc<watchnext_ranker::Ranker>>,
+        recommender: Option<Arc<watchnext_recommender::Recommender>>,
+        models: std::path::PathBuf,
+    ) -> Self {
+        Self { info, ranker, recommender, models }
     }
 }
 
-/// Checks per-task weights: finite and non-negative exponents.
 fn validate_weights(weights: &HashMap<String, f32>) -> Result<(), InvalidRequest> {
     if weights.is_empty() {
         return Err(InvalidRequest::new("weights", "is empty; give an exponent per task, e.g. {\"click\": 1.0}"));
@@ -112,9 +120,28 @@ impl Admin for AdminService {
         if req.rollback && !req.model_dir.is_empty() {
             return Err(InvalidRequest::new("rollback", "cannot be combined with model_dir").into());
         }
-        Err(super::missing(
-            "this process has no ranking model to reload or roll back: model loading is not part of this build yet",
-        ))
+        let Some(ranker) = self.ranker.clone() else {
+            return Err(super::missing("this process does not host the ranker role: send ReloadModel to the ranker"));
+        };
+        let (rollback, dir, models) = (req.rollback, req.model_dir.clone(), self.models.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            if rollback {
+                return ranker.rollback();
+            }
+            let report = if dir.is_empty() {
+                ranker.reload_newest(&models)?
+            } else {
+                Some(ranker.load_dir(std::path::Path::new(&dir))?)
+            };
+            let active = ranker.active().map(|m| m.version.clone()).ok_or(watchnext_ranker::RankError::NoModel)?;
+            let previous = report.and_then(|r| r.previous).unwrap_or_default();
+            Ok((active, previous))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
+        let (active_version, previous_version) = outcome.map_err(super::ranker::status_of)?;
+        self.info.set_service(watchnext_proto::service_names::RANKER, true, "").await;
+        Ok(Response::new(ReloadModelResponse { active_version, previous_version }))
     }
 
     async fn set_combiner_weights(
@@ -122,7 +149,17 @@ impl Admin for AdminService {
         request: Request<SetCombinerWeightsRequest>,
     ) -> Result<Response<SetCombinerWeightsResponse>, Status> {
         validate_weights(&request.get_ref().weights)?;
-        Err(super::missing("this process has no combiner yet: the combiner is not part of this build"))
+        let Some(recommender) = &self.recommender else {
+            return Err(super::missing(
+                "this process does not host the recommender role: send SetCombinerWeights to the recommender",
+            ));
+        };
+        let req = request.into_inner();
+        let weights = req.weights.into_iter().collect();
+        let effective = recommender
+            .set_weights(&req.experiment_arm, weights)
+            .map_err(|e| Status::invalid_argument(format!("weights: {e}")))?;
+        Ok(Response::new(SetCombinerWeightsResponse { weights: effective.into_iter().collect() }))
     }
 }
 

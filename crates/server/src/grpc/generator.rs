@@ -23,6 +23,17 @@ pub fn role_of(source: CandidateSource) -> Option<Role> {
     }
 }
 
+/// The wire `CandidateSource` of a generator role.
+pub fn source_of(role: Role) -> CandidateSource {
+    match role {
+        Role::Topic => CandidateSource::Topic,
+        Role::Cowatch => CandidateSource::Cowatch,
+        Role::Sequence => CandidateSource::Sequence,
+        Role::Context => CandidateSource::Context,
+        _ => CandidateSource::Unspecified,
+    }
+}
+
 /// A generator role this process serves, with its generator when it could
 /// be built.
 pub type HostedRole = (Role, Option<Arc<dyn Generator>>);

@@ -1,27 +1,79 @@
-//! `watchnext.v1.Ranker`: point-wise multitask ranking.
+//! `watchnext.v1.Ranker`: point-wise multitask ranking. Scoring runs on the
+//! blocking pool (it takes milliseconds of CPU), never on an async worker.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use watchnext_core::request::Query;
-use watchnext_proto::v1::{RankRequest, RankResponse, ranker_server::Ranker};
+use watchnext_core::{model::TaskKind, request::Query};
+use watchnext_proto::v1::{
+    CandidateScores, FeatureVector, RankRequest, RankResponse, TaskInfo, ranker_server::Ranker as RankerApi,
+};
+use watchnext_ranker::{RankError, Ranker};
 
 /// Serves `Rank`.
 #[derive(Debug)]
 pub struct RankerService {
+    ranker: Arc<Ranker>,
     max_candidates: u32,
 }
 
 impl RankerService {
-    pub fn new(max_candidates: u32) -> Self {
-        Self { max_candidates }
+    pub fn new(ranker: Arc<Ranker>, max_candidates: u32) -> Self {
+        Self { ranker, max_candidates }
+    }
+}
+
+/// The gRPC status of a ranking failure.
+pub fn status_of(err: RankError) -> Status {
+    match err {
+        RankError::NoModel | RankError::NoPrevious => Status::failed_precondition(err.to_string()),
+        RankError::UnknownVersion(..) => Status::not_found(err.to_string()),
+        RankError::Model { .. } => Status::failed_precondition(err.to_string()),
+        RankError::Config { .. } | RankError::Run(_) => Status::internal(err.to_string()),
     }
 }
 
 #[tonic::async_trait]
-impl Ranker for RankerService {
+impl RankerApi for RankerService {
     async fn rank(&self, request: Request<RankRequest>) -> Result<Response<RankResponse>, Status> {
-        let (_query, _candidates) = Query::from_rank(request.get_ref(), self.max_candidates, super::now_ms())?;
-        Err(super::missing(
-            "no ranking model is loaded: this build of watchnext cannot train or load a ranking model yet",
-        ))
+        let (query, candidates) = Query::from_rank(request.get_ref(), self.max_candidates, super::now_ms())?;
+        let version = request.get_ref().model_version.clone();
+        let with_features = request.get_ref().return_features;
+        let ranker = self.ranker.clone();
+        let (scored, model) = tokio::task::spawn_blocking(move || {
+            let model = ranker.model(Some(&version))?;
+            let scored = ranker.rank(&query, &candidates, Some(&model.version))?;
+            Ok::<_, RankError>((scored, model))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("ranking task failed: {e}")))?
+        .map_err(status_of)?;
+        let scores = scored
+            .features
+            .iter()
+            .enumerate()
+            .zip(request.get_ref().candidates.iter())
+            .map(|((i, f), c)| CandidateScores {
+                video_id: c.video_id.clone(),
+                predictions: scored.row(i).to_vec(),
+                features: with_features.then(|| FeatureVector {
+                    schema_hash: f.schema_hash.clone(),
+                    dense: f.dense.clone(),
+                    sparse: f.sparse.clone(),
+                }),
+            })
+            .collect();
+        let task_info = model
+            .manifest
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                name: t.name.clone(),
+                binary: t.kind == TaskKind::Binary,
+                transform: t.transform.clone(),
+                default_weight: t.combiner_weight,
+            })
+            .collect();
+        Ok(Response::new(RankResponse { model_version: scored.model_version, tasks: scored.tasks, scores, task_info }))
     }
 }

@@ -1,18 +1,31 @@
 //! Each user's most recent watches, learnt from the feedback stream, for
-//! requests that carry no history of their own.
+//! requests that carry no history of their own: the recommender fills a
+//! request's history from it (for the ranker's features and to filter
+//! watched videos), the sequence generator encodes it.
 //!
-//! Video ids are interned once (a `u32` per id), so a user costs one small
-//! ring of `u32`s: about `per_user × 4 + 100` bytes (100k users with 32
-//! watches each ≈ 23 MB). Users are never forgotten; a deployment with
-//! tens of millions of users should send history in the request instead.
+//! Video ids are interned once (a `u32` per id), so a watch costs 16 bytes
+//! (video, time, seconds watched) and a user about `per_user × 16 + 100`
+//! bytes (100k users with 50 watches each ≈ 90 MB). Users are never
+//! forgotten; a deployment with tens of millions of users should send
+//! history in the request instead.
 
 use std::{collections::VecDeque, sync::RwLock};
 
 use dashmap::DashMap;
-use watchnext_core::{
+
+use crate::{
     event::{Event, EventKind},
     ids::{UserId, VideoId},
+    request::HistoryEntry,
 };
+
+/// One remembered watch.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    video: u32,
+    seconds: f32,
+    at_ms: i64,
+}
 
 /// Recent watches per user, updated concurrently with reads.
 #[derive(Debug)]
@@ -20,7 +33,7 @@ pub struct RecentWatches {
     per_user: usize,
     ids: DashMap<VideoId, u32>,
     names: RwLock<Vec<VideoId>>,
-    users: DashMap<UserId, VecDeque<u32>>,
+    users: DashMap<UserId, VecDeque<Watch>>,
 }
 
 impl RecentWatches {
@@ -44,28 +57,41 @@ impl RecentWatches {
     /// watched again moves to the most recent place.
     pub fn observe(&self, events: &[Event]) {
         for e in events {
-            if !matches!(e.kind, EventKind::Watch { .. }) {
-                continue;
-            }
+            let EventKind::Watch { seconds_watched, .. } = e.kind else { continue };
             let id = self.intern(&e.video);
             let mut ring = self.users.entry(e.user.clone()).or_default();
-            if let Some(at) = ring.iter().position(|&v| v == id) {
+            if let Some(at) = ring.iter().position(|w| w.video == id) {
                 ring.remove(at);
             }
             if ring.len() == self.per_user {
                 ring.pop_front();
             }
-            ring.push_back(id);
+            ring.push_back(Watch { video: id, seconds: seconds_watched, at_ms: e.timestamp_ms });
         }
     }
 
     /// The user's recent watches, oldest first (empty for an unknown user).
     pub fn recent(&self, user: &UserId) -> Vec<VideoId> {
+        self.entries(user).into_iter().map(|h| h.video).collect()
+    }
+
+    /// The user's recent watches with their times and seconds watched,
+    /// oldest first, as a request's history.
+    pub fn entries(&self, user: &UserId) -> Vec<HistoryEntry> {
         let Some(ring) = self.users.get(user) else { return Vec::new() };
-        let ids: Vec<u32> = ring.iter().copied().collect();
+        let watches: Vec<Watch> = ring.iter().copied().collect();
         drop(ring);
         let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        ids.iter().filter_map(|&i| names.get(i as usize).cloned()).collect()
+        watches
+            .iter()
+            .filter_map(|w| {
+                names.get(w.video as usize).map(|v| HistoryEntry {
+                    video: v.clone(),
+                    watched_at_ms: w.at_ms,
+                    seconds_watched: w.seconds,
+                })
+            })
+            .collect()
     }
 
     /// Users seen.
@@ -77,16 +103,19 @@ impl RecentWatches {
     pub fn memory_bytes(&self) -> usize {
         let names = self.names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id_bytes: usize = names.iter().map(|v| 2 * v.as_str().len() + 64).sum();
-        let user_bytes: usize = self.users.iter().map(|e| e.key().as_str().len() + 96 + e.value().capacity() * 4).sum();
+        let user_bytes: usize = self
+            .users
+            .iter()
+            .map(|e| e.key().as_str().len() + 96 + e.value().capacity() * std::mem::size_of::<Watch>())
+            .sum();
         id_bytes + user_bytes
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use watchnext_core::Device;
-
     use super::*;
+    use crate::request::Device;
 
     fn watch(user: &str, video: &str) -> Event {
         Event {
@@ -114,5 +143,7 @@ mod tests {
         assert_eq!(names(&r, "a"), ["3", "4", "2"]);
         assert!(names(&r, "nobody").is_empty());
         assert_eq!(r.users(), 2);
+        let entries = r.entries(&UserId::parse("u", "a").unwrap());
+        assert_eq!((entries[2].video.as_str(), entries[2].seconds_watched), ("2", 1.0));
     }
 }

@@ -1,0 +1,294 @@
+//! How the recommender reaches the other roles: one trait per role, each
+//! with an in-process implementation (the all-in-one process) and a gRPC one
+//! (split deployments), so both topologies run the same pipeline.
+//!
+//! In-process generators and the ranker are synchronous; they run on
+//! tokio's blocking pool (`spawn_blocking`), never on an async worker.
+//! gRPC calls carry the deadline as `grpc-timeout`.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tonic::transport::Channel;
+use watchnext_core::{
+    event::{Event, FeatureVector, Source},
+    generator::{Candidate, Generated, Generator},
+    ids::VideoId,
+    model::{TaskKind, TaskSpec},
+    request::{Query, RankCandidate},
+};
+use watchnext_proto::v1 as pb;
+use watchnext_ranker::Ranker;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A candidate generator, local or remote.
+pub trait GeneratorClient: Send + Sync + std::fmt::Debug {
+    fn source(&self) -> Source;
+    /// At most `max` candidates; `Err` says why there are none (the
+    /// recommender flags the response degraded).
+    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, String>>;
+}
+
+/// What the ranker returned, with what the combiner needs to know of each task.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    pub model_version: String,
+    pub tasks: Vec<TaskSpec>,
+    /// `candidates × tasks`, in candidate order.
+    pub predictions: Vec<f32>,
+    /// The features each candidate was scored with.
+    pub features: Vec<Option<FeatureVector>>,
+}
+
+/// The ranker, local or remote.
+pub trait RankerClient: Send + Sync + std::fmt::Debug {
+    fn rank(
+        &self,
+        query: Query,
+        candidates: Vec<RankCandidate>,
+        model_version: String,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Ranked, String>>;
+    /// The tasks of the model serving now, when known without a call.
+    fn tasks(&self) -> Option<Vec<String>>;
+}
+
+/// Where impressions go: the feedback log, local or remote.
+pub trait ImpressionSink: Send + Sync + std::fmt::Debug {
+    /// Resolves once the events are durable.
+    fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>>;
+}
+
+/// A generator in this process.
+#[derive(Debug, Clone)]
+pub struct LocalGenerator(pub Arc<dyn Generator>);
+
+impl GeneratorClient for LocalGenerator {
+    fn source(&self) -> Source {
+        self.0.source()
+    }
+
+    fn generate(&self, query: Query, max: usize, _timeout: Duration) -> BoxFuture<Result<Generated, String>> {
+        let g = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                g.precondition()?;
+                Ok(g.generate(&query, max))
+            })
+            .await
+            .map_err(|e| format!("the generator panicked: {e}"))?
+        })
+    }
+}
+
+/// The ranker in this process.
+#[derive(Debug, Clone)]
+pub struct LocalRanker(pub Arc<Ranker>);
+
+impl RankerClient for LocalRanker {
+    fn rank(
+        &self,
+        query: Query,
+        candidates: Vec<RankCandidate>,
+        model_version: String,
+        _timeout: Duration,
+    ) -> BoxFuture<Result<Ranked, String>> {
+        let ranker = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let version = (!model_version.is_empty()).then_some(model_version.as_str());
+                let model = ranker.model(version).map_err(|e| e.to_string())?;
+                let scored = ranker.rank(&query, &candidates, Some(&model.version)).map_err(|e| e.to_string())?;
+                Ok(Ranked {
+                    model_version: scored.model_version,
+                    tasks: model.manifest.tasks.clone(),
+                    predictions: scored.predictions,
+                    features: scored.features.into_iter().map(Some).collect(),
+                })
+            })
+            .await
+            .map_err(|e| format!("the ranker panicked: {e}"))?
+        })
+    }
+
+    fn tasks(&self) -> Option<Vec<String>> {
+        self.0.active().map(|m| m.tasks.clone())
+    }
+}
+
+/// The feedback log of this process.
+#[derive(Debug, Clone)]
+pub struct LocalLog(pub watchnext_feedback::FeedbackLog);
+
+impl ImpressionSink for LocalLog {
+    fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>> {
+        let log = self.0.clone();
+        Box::pin(async move { log.append(events).await.map(|_| ()).map_err(|e| e.to_string()) })
+    }
+}
+
+fn request_parts(query: &Query) -> (Vec<pb::HistoryItem>, pb::RequestContext) {
+    let history = query
+        .history
+        .0
+        .iter()
+        .map(|h| pb::HistoryItem {
+            video_id: h.video.as_str().to_owned(),
+            watched_at_ms: h.watched_at_ms,
+            seconds_watched: h.seconds_watched,
+        })
+        .collect();
+    let context = pb::RequestContext {
+        request_time_ms: query.context.time_ms,
+        utc_offset_minutes: query.context.utc_offset_minutes,
+        ..Default::default()
+    };
+    (history, context)
+}
+
+fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// A generator role reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct RemoteGenerator {
+    pub source: Source,
+    pub client: pb::candidate_generator_client::CandidateGeneratorClient<Channel>,
+}
+
+impl GeneratorClient for RemoteGenerator {
+    fn source(&self) -> Source {
+        self.source
+    }
+
+    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, String>> {
+        let mut client = self.client.clone();
+        let source = self.source;
+        Box::pin(async move {
+            let (recent_history, context) = request_parts(&query);
+            let message = pb::GenerateRequest {
+                request_id: query.request_id.as_str().to_owned(),
+                user_id: query.user.as_str().to_owned(),
+                query_video_id: query.query_video.as_str().to_owned(),
+                device: query.device.to_proto() as i32,
+                recent_history,
+                context: Some(context),
+                max_candidates: u32::try_from(max).unwrap_or(u32::MAX),
+                generator: source as i32,
+            };
+            let response = client
+                .generate(with_timeout(message, timeout))
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+            let r = response.into_inner();
+            Ok(Generated {
+                candidates: r
+                    .candidates
+                    .into_iter()
+                    .filter_map(|c| {
+                        VideoId::parse("video_id", &c.video_id).ok().map(|video| Candidate { video, score: c.score })
+                    })
+                    .collect(),
+                note: r.note,
+                version: r.index_version,
+            })
+        })
+    }
+}
+
+/// The ranker role reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct RemoteRanker(pub pb::ranker_client::RankerClient<Channel>);
+
+impl RankerClient for RemoteRanker {
+    fn rank(
+        &self,
+        query: Query,
+        candidates: Vec<RankCandidate>,
+        model_version: String,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Ranked, String>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            let (recent_history, context) = request_parts(&query);
+            let n = candidates.len();
+            let message = pb::RankRequest {
+                request_id: query.request_id.as_str().to_owned(),
+                user_id: query.user.as_str().to_owned(),
+                query_video_id: query.query_video.as_str().to_owned(),
+                device: query.device.to_proto() as i32,
+                context: Some(context),
+                recent_history,
+                candidates: candidates
+                    .into_iter()
+                    .map(|c| pb::RankCandidate {
+                        video_id: c.video.as_str().to_owned(),
+                        sources: c
+                            .sources
+                            .iter()
+                            .map(|(s, score)| pb::Provenance { source: *s as i32, score: *score })
+                            .collect(),
+                    })
+                    .collect(),
+                model_version,
+                return_features: true,
+            };
+            let r = client
+                .rank(with_timeout(message, timeout))
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner();
+            let t = r.tasks.len();
+            if r.scores.len() != n || r.scores.iter().any(|s| s.predictions.len() != t) || r.task_info.len() != t {
+                return Err(format!(
+                    "the ranker answered {} rows for {n} candidates, or malformed rows",
+                    r.scores.len()
+                ));
+            }
+            let tasks = r
+                .task_info
+                .iter()
+                .map(|i| TaskSpec {
+                    name: i.name.clone(),
+                    kind: if i.binary { TaskKind::Binary } else { TaskKind::Regression },
+                    transform: i.transform.clone(),
+                    combiner_weight: i.default_weight,
+                    debiased: false,
+                })
+                .collect();
+            let mut predictions = Vec::with_capacity(n * t);
+            let mut features = Vec::with_capacity(n);
+            for s in r.scores {
+                predictions.extend_from_slice(&s.predictions);
+                features.push(s.features.map(|f| FeatureVector {
+                    schema_hash: f.schema_hash,
+                    dense: f.dense,
+                    sparse: f.sparse,
+                }));
+            }
+            Ok(Ranked { model_version: r.model_version, tasks, predictions, features })
+        })
+    }
+
+    fn tasks(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// The feedback role reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct RemoteFeedback(pub pb::feedback_client::FeedbackClient<Channel>);
+
+impl ImpressionSink for RemoteFeedback {
+    fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            let message = pb::RecordRequest { events: events.iter().map(Event::to_proto).collect() };
+            client.record(message).await.map(|_| ()).map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
+    }
+}

@@ -1,0 +1,439 @@
+//! One Recommend request, end to end.
+//!
+//! 1. **Arm**: the request's `experiment_arm` if it names a configured arm
+//!    (an unknown name is INVALID_ARGUMENT), else the user's hashed arm.
+//! 2. **History**: the request's, or the user's recent watches from the
+//!    feedback stream.
+//! 3. **Fan-out**: every generator at once, each with its own deadline
+//!    (`generator_timeout_ms`, at most 40% of what is left of the request's
+//!    deadline). A generator that fails or is late is left out and named in
+//!    `degraded_reasons`; only when *every* generator fails is the request
+//!    an error (FAILED_PRECONDITION).
+//! 4. **Merge**: one candidate per video with every source that proposed
+//!    it (provenance); the query video and the history are removed; the
+//!    candidates are ordered by reciprocal-rank fusion of the generator
+//!    lists (k = 60) and capped at `max_candidates`.
+//! 5. **Rank** all candidates in one call with the arm's model version.
+//!    If the ranker fails or is late, the list is ordered by the fusion
+//!    score instead, flagged degraded.
+//! 6. **Combine** (see [`crate::combiner`]) with the arm's weights, order,
+//!    apply the per-topic cap, keep `num_results`.
+//! 7. **Impressions**: one event per returned item (position, device,
+//!    sources, the features the ranker used, model version, arm) to the
+//!    feedback log — after the answer, or before it with
+//!    `durable_impressions`.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use watchnext_core::{
+    catalog::Catalog,
+    event::{Event, EventKind, FeatureVector, Impression, Source, source_name},
+    history::RecentWatches,
+    ids::VideoId,
+    request::{History, Query, RankCandidate},
+};
+
+use crate::{
+    arms::Arms,
+    clients::{GeneratorClient, ImpressionSink, RankerClient},
+    combiner,
+    config::{ConfigError, Settings, check_weights},
+};
+
+/// Rank constant of the reciprocal-rank fusion.
+const RRF_K: f64 = 60.0;
+
+/// A merged candidate: video, fused rank score, every source with its score.
+type Merged = (VideoId, f64, Vec<(Source, f32)>);
+
+/// A scored candidate: index into the merged list, combined score,
+/// `(task, prediction)`, the features the ranker used.
+type ScoredRow = (usize, f32, Vec<(String, f32)>, Option<FeatureVector>);
+
+/// One returned item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub video: VideoId,
+    /// 1-based.
+    pub position: u32,
+    pub score: f32,
+    /// `(task, prediction)`; empty when the ranker did not score the list.
+    pub predictions: Vec<(String, f32)>,
+    pub sources: Vec<(Source, f32)>,
+    pub features: Option<FeatureVector>,
+}
+
+/// A Recommend answer.
+#[derive(Debug, Clone, Default)]
+pub struct Recommendation {
+    pub items: Vec<Item>,
+    pub model_version: String,
+    pub arm: String,
+    pub degraded_reasons: Vec<String>,
+}
+
+/// A request that cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendError {
+    /// The request names something that does not exist (INVALID_ARGUMENT).
+    #[error("{0}")]
+    Invalid(String),
+    /// No candidate source could answer at all (FAILED_PRECONDITION).
+    #[error("no candidate generator could answer: {0}")]
+    NoSources(String),
+    /// The generators answered, but with no candidate (FAILED_PRECONDITION):
+    /// nothing to recommend, e.g. before any catalogue is loaded.
+    #[error("no candidate to recommend: {0}")]
+    NoCandidates(String),
+}
+
+/// Runtime-changeable combiner weights: defaults and per-arm overrides.
+#[derive(Debug, Clone, Default)]
+struct Weights {
+    default: BTreeMap<String, f32>,
+    arms: HashMap<String, BTreeMap<String, f32>>,
+}
+
+impl Weights {
+    fn for_arm(&self, arm: &str) -> BTreeMap<String, f32> {
+        let mut w = self.default.clone();
+        if let Some(over) = self.arms.get(arm) {
+            w.extend(over.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        w
+    }
+}
+
+/// The front door.
+#[derive(Debug)]
+pub struct Recommender {
+    settings: Settings,
+    arms: Arms,
+    weights: ArcSwap<Weights>,
+    max_candidates: usize,
+    generators: Vec<Arc<dyn GeneratorClient>>,
+    ranker: Option<Arc<dyn RankerClient>>,
+    impressions: Option<Arc<dyn ImpressionSink>>,
+    history: Arc<RecentWatches>,
+    catalog: ArcSwapOption<Catalog>,
+    /// Task names of the last model that ranked (to check weight changes).
+    known_tasks: ArcSwap<Vec<String>>,
+}
+
+impl Recommender {
+    pub fn new(
+        settings: Settings,
+        max_candidates: usize,
+        generators: Vec<Arc<dyn GeneratorClient>>,
+        ranker: Option<Arc<dyn RankerClient>>,
+        impressions: Option<Arc<dyn ImpressionSink>>,
+        history: Arc<RecentWatches>,
+    ) -> Result<Self, ConfigError> {
+        settings.validate()?;
+        let arms = Arms::new(settings.arms.clone());
+        let weights = Weights {
+            default: settings.combiner.weights.clone(),
+            arms: arms.all().iter().map(|a| (a.name.clone(), a.weights.clone())).collect(),
+        };
+        Ok(Self {
+            settings,
+            arms,
+            weights: ArcSwap::from_pointee(weights),
+            max_candidates: max_candidates.max(1),
+            generators,
+            ranker,
+            impressions,
+            history,
+            catalog: ArcSwapOption::empty(),
+            known_tasks: ArcSwap::from_pointee(Vec::new()),
+        })
+    }
+
+    /// The catalogue for the per-topic cap.
+    pub fn update_catalog(&self, catalog: &Arc<Catalog>) {
+        self.catalog.store(Some(catalog.clone()));
+    }
+
+    /// The store of recent watches it fills histories from.
+    pub fn history(&self) -> &Arc<RecentWatches> {
+        &self.history
+    }
+
+    /// The arms.
+    pub fn arms(&self) -> &Arms {
+        &self.arms
+    }
+
+    /// Sets the default task weights (`arm` empty) or an arm's overrides;
+    /// returns the weights now in effect for that arm. Unknown arms and
+    /// tasks, negative or non-finite weights are refused.
+    pub fn set_weights(&self, arm: &str, weights: BTreeMap<String, f32>) -> Result<BTreeMap<String, f32>, String> {
+        check_weights("weights", &weights).map_err(|e| e.problem.clone() + " (" + &e.key + ")")?;
+        if !arm.is_empty() && self.arms.named(arm).is_none() {
+            let names: Vec<&str> = self.arms.all().iter().map(|a| a.name.as_str()).collect();
+            return Err(format!("unknown experiment arm `{arm}` (arms: {})", names.join(", ")));
+        }
+        let known = self.ranker.as_ref().and_then(|r| r.tasks()).unwrap_or_else(|| self.known_tasks.load().to_vec());
+        if !known.is_empty()
+            && let Some(task) = weights.keys().find(|t| !known.contains(t))
+        {
+            return Err(format!("unknown task `{task}` (the model's tasks: {})", known.join(", ")));
+        }
+        let mut next = (**self.weights.load()).clone();
+        if arm.is_empty() {
+            next.default.extend(weights);
+        } else {
+            next.arms.entry(arm.to_owned()).or_default().extend(weights);
+        }
+        let effective = if arm.is_empty() { next.default.clone() } else { next.for_arm(arm) };
+        self.weights.store(Arc::new(next));
+        tracing::info!(arm, ?effective, "combiner weights changed");
+        Ok(effective)
+    }
+
+    /// Answers one request; `deadline` is what the client allows (its
+    /// `grpc-timeout`), `None` for the configured default.
+    pub async fn recommend(
+        &self,
+        mut query: Query,
+        num_results: usize,
+        arm: &str,
+        deadline: Option<Duration>,
+    ) -> Result<Recommendation, RecommendError> {
+        let started = Instant::now();
+        let f = &self.settings.fanout;
+        let deadline = deadline.unwrap_or(Duration::from_millis(f.default_deadline_ms));
+        let left = || deadline.saturating_sub(started.elapsed());
+        let arm = if arm.is_empty() {
+            self.arms.assign(query.user.as_str())
+        } else {
+            self.arms.named(arm).ok_or_else(|| {
+                let names: Vec<&str> = self.arms.all().iter().map(|a| a.name.as_str()).collect();
+                RecommendError::Invalid(format!("experiment_arm: unknown arm `{arm}` (arms: {})", names.join(", ")))
+            })?
+        };
+        if query.history.0.is_empty() {
+            let mut entries = self.history.entries(&query.user);
+            let keep = entries.len().saturating_sub(f.history_len);
+            query.history = History(entries.split_off(keep));
+        }
+        let mut reasons = Vec::new();
+        let mut notes = Vec::new();
+
+        // Fan-out.
+        let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
+        let calls: Vec<_> = self
+            .generators
+            .iter()
+            .map(|g| {
+                let (g, q, max) = (g.clone(), query.clone(), f.per_generator);
+                tokio::spawn(async move {
+                    let source = g.source();
+                    match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
+                        Ok(Ok(generated)) => Ok(generated),
+                        Ok(Err(e)) => Err(format!("{} generator failed: {e}", source_name(source))),
+                        Err(_) => {
+                            Err(format!("{} generator timed out after {} ms", source_name(source), timeout.as_millis()))
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut lists: Vec<(Source, Vec<(VideoId, f32)>)> = Vec::new();
+        for (g, call) in self.generators.iter().zip(calls) {
+            let source = g.source();
+            match call.await {
+                Ok(Ok(generated)) => {
+                    if generated.candidates.is_empty() && !generated.note.is_empty() {
+                        notes.push(format!("{}: {}", source_name(source), generated.note));
+                    }
+                    lists.push((source, generated.candidates.into_iter().map(|c| (c.video, c.score)).collect()));
+                }
+                Ok(Err(reason)) => reasons.push(reason),
+                Err(join) => reasons.push(format!("{} generator task failed: {join}", source_name(source))),
+            }
+            metrics::counter!("watchnext_recommender_generator_calls_total", "generator" => source_name(source),
+                "outcome" => if lists.last().is_some_and(|(s, _)| *s == source) { "ok" } else { "degraded" })
+            .increment(1);
+        }
+        if lists.is_empty() && !self.generators.is_empty() {
+            return Err(RecommendError::NoSources(reasons.join("; ")));
+        }
+        if self.generators.is_empty() {
+            return Err(RecommendError::NoSources("this process has no candidate generators configured".into()));
+        }
+
+        // Merge with provenance; drop the query video and the history.
+        let excluded: HashSet<&VideoId> =
+            query.history.0.iter().map(|h| &h.video).chain([&query.query_video]).collect();
+        let mut merged: HashMap<VideoId, (f64, Vec<(Source, f32)>)> = HashMap::new();
+        for (source, list) in &lists {
+            for (rank, (video, score)) in list.iter().enumerate() {
+                if excluded.contains(video) {
+                    continue;
+                }
+                let entry = merged.entry(video.clone()).or_default();
+                entry.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
+                if !entry.1.iter().any(|(s, _)| s == source) {
+                    entry.1.push((*source, *score));
+                }
+            }
+        }
+        let mut candidates: Vec<Merged> = merged.into_iter().map(|(v, (fused, sources))| (v, fused, sources)).collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        candidates.truncate(self.max_candidates);
+        if candidates.is_empty() {
+            let why: Vec<String> = reasons.into_iter().chain(notes).collect();
+            return Err(RecommendError::NoCandidates(if why.is_empty() {
+                "every candidate was the query video or in the user's history".into()
+            } else {
+                why.join("; ")
+            }));
+        }
+
+        // Rank and combine.
+        let mut model_version = String::new();
+        let mut scored: Vec<ScoredRow> = Vec::new();
+        let ranked = match (&self.ranker, candidates.is_empty()) {
+            (_, true) => None,
+            (None, false) => {
+                reasons.push("no ranker is configured: ordered by the generators' fused ranks".into());
+                None
+            }
+            (Some(ranker), false) => {
+                let rank_candidates: Vec<RankCandidate> =
+                    candidates.iter().map(|(v, _, s)| RankCandidate { video: v.clone(), sources: s.clone() }).collect();
+                let timeout = Duration::from_millis(f.ranker_timeout_ms).min(left());
+                let call = ranker.rank(query.clone(), rank_candidates, arm.model_version.clone(), timeout);
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(r)) => Some(r),
+                    Ok(Err(e)) => {
+                        reasons.push(format!("ranker unavailable ({e}): ordered by the generators' fused ranks"));
+                        None
+                    }
+                    Err(_) => {
+                        reasons.push(format!(
+                            "ranker timed out after {} ms: ordered by the generators' fused ranks",
+                            timeout.as_millis()
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        match ranked {
+            Some(r) => {
+                let weights = self.weights.load().for_arm(&arm.name);
+                let terms = combiner::terms(&r.tasks, &weights, &self.settings.combiner.inverted_tasks);
+                let t = r.tasks.len();
+                for (i, features) in r.features.into_iter().enumerate().take(candidates.len()) {
+                    let row = &r.predictions[i * t..(i + 1) * t];
+                    let predictions = r.tasks.iter().zip(row).map(|(task, &p)| (task.name.clone(), p)).collect();
+                    scored.push((i, combiner::score(&terms, row), predictions, features));
+                }
+                self.known_tasks.store(Arc::new(r.tasks.iter().map(|t| t.name.clone()).collect()));
+                model_version = r.model_version;
+            }
+            None => {
+                scored = candidates.iter().enumerate().map(|(i, c)| (i, c.1 as f32, Vec::new(), None)).collect();
+            }
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| candidates[a.0].0.cmp(&candidates[b.0].0)));
+        let order = self.diversify(&scored.iter().map(|s| &candidates[s.0].0).collect::<Vec<_>>(), num_results);
+        let mut items = Vec::with_capacity(order.len());
+        for (position, &k) in order.iter().enumerate() {
+            let (i, score, predictions, features) = scored[k].clone();
+            items.push(Item {
+                video: candidates[i].0.clone(),
+                position: position as u32 + 1,
+                score,
+                predictions,
+                sources: candidates[i].2.clone(),
+                features,
+            });
+        }
+
+        let recommendation = Recommendation { items, model_version, arm: arm.name.clone(), degraded_reasons: reasons };
+        if !recommendation.degraded_reasons.is_empty() {
+            metrics::counter!("watchnext_recommender_degraded_total").increment(1);
+        }
+        self.log_impressions(&query, &recommendation).await;
+        metrics::histogram!("watchnext_recommender_seconds").record(started.elapsed().as_secs_f64());
+        Ok(recommendation)
+    }
+
+    /// Indices into `ordered` of the returned list: in order, at most
+    /// `max_per_topic` per primary topic, then filled from the rest.
+    fn diversify(&self, ordered: &[&VideoId], n: usize) -> Vec<usize> {
+        let cap = self.settings.fanout.max_per_topic;
+        let catalog = self.catalog.load();
+        let Some(catalog) = catalog.as_ref().filter(|_| cap > 0) else {
+            return (0..ordered.len().min(n)).collect();
+        };
+        let mut per_topic: HashMap<&str, usize> = HashMap::new();
+        let (mut taken, mut skipped) = (Vec::with_capacity(n), Vec::new());
+        for (i, v) in ordered.iter().enumerate() {
+            if taken.len() == n {
+                break;
+            }
+            let topic = catalog.get(v.as_str()).and_then(|video| video.topics.first()).map_or("", String::as_str);
+            let count = per_topic.entry(topic).or_default();
+            if topic.is_empty() || *count < cap {
+                *count += 1;
+                taken.push(i);
+            } else {
+                skipped.push(i);
+            }
+        }
+        let missing = n.saturating_sub(taken.len());
+        taken.extend(skipped.into_iter().take(missing));
+        taken
+    }
+
+    async fn log_impressions(&self, query: &Query, r: &Recommendation) {
+        let Some(sink) = self.impressions.clone() else { return };
+        if r.items.is_empty() {
+            return;
+        }
+        let events: Vec<Event> = r
+            .items
+            .iter()
+            .map(|item| Event {
+                timestamp_ms: query.context.time_ms,
+                request_id: query.request_id.as_str().to_owned(),
+                user: query.user.clone(),
+                video: item.video.clone(),
+                device: query.device,
+                kind: EventKind::Impression(Impression {
+                    position: item.position,
+                    query_video: Some(query.query_video.clone()),
+                    sources: item.sources.clone(),
+                    features: item.features.clone(),
+                    model_version: r.model_version.clone(),
+                    experiment_arm: r.arm.clone(),
+                    propensity: 0.0,
+                }),
+            })
+            .collect();
+        let n = events.len() as u64;
+        let write = async move {
+            match sink.record(events).await {
+                Ok(()) => metrics::counter!("watchnext_recommender_impressions_total").increment(n),
+                Err(err) => {
+                    metrics::counter!("watchnext_recommender_impressions_lost_total").increment(n);
+                    tracing::error!(%err, events = n, "impressions could not be logged");
+                }
+            }
+        };
+        if self.settings.fanout.durable_impressions {
+            write.await;
+        } else {
+            tokio::spawn(write);
+        }
+    }
+}
