@@ -385,8 +385,16 @@ impl Ranker {
         let model = Arc::new(model);
         let provider = model.pool.provider().name().to_owned();
         let old = self.active.swap(Some(model.clone()));
-        let previous = old.as_ref().map(|m| m.version.clone());
-        *lock(&self.previous) = old;
+        // Reloading the active version replaces it but keeps the rollback target.
+        let old = old.filter(|m| m.version != model.version);
+        let previous = match old {
+            Some(m) => {
+                let version = m.version.clone();
+                *lock(&self.previous) = Some(m);
+                Some(version)
+            }
+            None => lock(&self.previous).as_ref().map(|m| m.version.clone()),
+        };
         {
             let mut loaded = lock(&self.loaded);
             loaded.retain(|m| m.version != model.version);

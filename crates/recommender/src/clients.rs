@@ -22,12 +22,21 @@ use watchnext_ranker::Ranker;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// Why a generator gave no answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerateFailure {
+    /// It cannot answer at all yet (no trained model): a state of the
+    /// deployment, not a fault — the response is not flagged degraded.
+    NotReady(String),
+    /// It failed or could not be reached: the response is flagged degraded.
+    Failed(String),
+}
+
 /// A candidate generator, local or remote.
 pub trait GeneratorClient: Send + Sync + std::fmt::Debug {
     fn source(&self) -> Source;
-    /// At most `max` candidates; `Err` says why there are none (the
-    /// recommender flags the response degraded).
-    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, String>>;
+    /// At most `max` candidates, or why there are none.
+    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>>;
 }
 
 /// What the ranker returned, with what the combiner needs to know of each task.
@@ -69,15 +78,15 @@ impl GeneratorClient for LocalGenerator {
         self.0.source()
     }
 
-    fn generate(&self, query: Query, max: usize, _timeout: Duration) -> BoxFuture<Result<Generated, String>> {
+    fn generate(&self, query: Query, max: usize, _timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let g = self.0.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                g.precondition()?;
+                g.precondition().map_err(GenerateFailure::NotReady)?;
                 Ok(g.generate(&query, max))
             })
             .await
-            .map_err(|e| format!("the generator panicked: {e}"))?
+            .map_err(|e| GenerateFailure::Failed(format!("the generator panicked: {e}")))?
         })
     }
 }
@@ -165,7 +174,7 @@ impl GeneratorClient for RemoteGenerator {
         self.source
     }
 
-    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, String>> {
+    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let mut client = self.client.clone();
         let source = self.source;
         Box::pin(async move {
@@ -180,10 +189,14 @@ impl GeneratorClient for RemoteGenerator {
                 max_candidates: u32::try_from(max).unwrap_or(u32::MAX),
                 generator: source as i32,
             };
-            let response = client
-                .generate(with_timeout(message, timeout))
-                .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+            let response = client.generate(with_timeout(message, timeout)).await.map_err(|s| {
+                let why = format!("{:?}: {}", s.code(), s.message());
+                if s.code() == tonic::Code::FailedPrecondition {
+                    GenerateFailure::NotReady(why)
+                } else {
+                    GenerateFailure::Failed(why)
+                }
+            })?;
             let r = response.into_inner();
             Ok(Generated {
                 candidates: r

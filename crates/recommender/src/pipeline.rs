@@ -7,8 +7,10 @@
 //! 3. **Fan-out**: every generator at once, each with its own deadline
 //!    (`generator_timeout_ms`, at most 40% of what is left of the request's
 //!    deadline). A generator that fails or is late is left out and named in
-//!    `degraded_reasons`; only when *every* generator fails is the request
-//!    an error (FAILED_PRECONDITION).
+//!    `degraded_reasons`; one that is not ready at all (no trained model
+//!    yet) is left out without flagging the answer — that is the
+//!    deployment's state, shown by its health, not a fault. Only when
+//!    *every* generator fails is the request an error (FAILED_PRECONDITION).
 //! 4. **Merge**: one candidate per video with every source that proposed
 //!    it (provenance); the query video and the history are removed; the
 //!    candidates are ordered by reciprocal-rank fusion of the generator
@@ -40,7 +42,7 @@ use watchnext_core::{
 
 use crate::{
     arms::Arms,
-    clients::{GeneratorClient, ImpressionSink, RankerClient},
+    clients::{GenerateFailure, GeneratorClient, ImpressionSink, RankerClient},
     combiner,
     config::{ConfigError, Settings, check_weights},
 };
@@ -224,6 +226,7 @@ impl Recommender {
         }
         let mut reasons = Vec::new();
         let mut notes = Vec::new();
+        let mut not_ready = Vec::new();
 
         // Fan-out.
         let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
@@ -233,13 +236,14 @@ impl Recommender {
             .map(|g| {
                 let (g, q, max) = (g.clone(), query.clone(), f.per_generator);
                 tokio::spawn(async move {
-                    let source = g.source();
+                    let name = source_name(g.source());
                     match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
                         Ok(Ok(generated)) => Ok(generated),
-                        Ok(Err(e)) => Err(format!("{} generator failed: {e}", source_name(source))),
-                        Err(_) => {
-                            Err(format!("{} generator timed out after {} ms", source_name(source), timeout.as_millis()))
+                        Ok(Err(GenerateFailure::NotReady(e))) => {
+                            Err((false, format!("{name} generator not ready: {e}")))
                         }
+                        Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
+                        Err(_) => Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis()))),
                     }
                 })
             })
@@ -254,7 +258,8 @@ impl Recommender {
                     }
                     lists.push((source, generated.candidates.into_iter().map(|c| (c.video, c.score)).collect()));
                 }
-                Ok(Err(reason)) => reasons.push(reason),
+                Ok(Err((true, reason))) => reasons.push(reason),
+                Ok(Err((false, reason))) => not_ready.push(reason),
                 Err(join) => reasons.push(format!("{} generator task failed: {join}", source_name(source))),
             }
             metrics::counter!("watchnext_recommender_generator_calls_total", "generator" => source_name(source),
@@ -262,7 +267,8 @@ impl Recommender {
             .increment(1);
         }
         if lists.is_empty() && !self.generators.is_empty() {
-            return Err(RecommendError::NoSources(reasons.join("; ")));
+            let why: Vec<String> = reasons.into_iter().chain(not_ready).collect();
+            return Err(RecommendError::NoSources(why.join("; ")));
         }
         if self.generators.is_empty() {
             return Err(RecommendError::NoSources("this process has no candidate generators configured".into()));
@@ -288,7 +294,7 @@ impl Recommender {
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         candidates.truncate(self.max_candidates);
         if candidates.is_empty() {
-            let why: Vec<String> = reasons.into_iter().chain(notes).collect();
+            let why: Vec<String> = reasons.into_iter().chain(not_ready).chain(notes).collect();
             return Err(RecommendError::NoCandidates(if why.is_empty() {
                 "every candidate was the query video or in the user's history".into()
             } else {

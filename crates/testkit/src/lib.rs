@@ -53,6 +53,39 @@ pub fn prepare_world(dir: &Path, seed: u64, events: u64) -> anyhow::Result<watch
     Ok(world)
 }
 
+/// A small ranking network for tests (the default feature schema, which is
+/// what a server without a `[trainer]` section builds features with).
+pub fn small_trainer_config(seed: u64) -> watchnext_trainer::config::TrainerConfig {
+    watchnext_trainer::config::TrainerConfig {
+        embedding_dim: 4,
+        bottom: 16,
+        experts: 3,
+        expert_layers: vec![8, 8],
+        tower_layers: vec![4],
+        max_epochs: 1,
+        batch_size: 512,
+        seed,
+        ..Default::default()
+    }
+}
+
+/// Trains a small ranking model on the log in `dir` and writes it to
+/// `dir/models/<version>`, as `watchnext train` does; returns its directory.
+pub fn train_ranker(dir: &Path, version: &str, seed: u64) -> anyhow::Result<std::path::PathBuf> {
+    let out = watchnext_core::datadir::DataDir::new(dir).models().join(version);
+    let run = watchnext_trainer::pipeline::TrainRun {
+        config: small_trainer_config(seed),
+        data_dir: dir.to_owned(),
+        out_dir: out.clone(),
+        model_version: version.to_owned(),
+        progress: false,
+        checkpoint_dir: None,
+        resume: false,
+    };
+    watchnext_trainer::pipeline::run_training(&run)?;
+    Ok(out)
+}
+
 impl TestServer {
     /// Starts a server with [`test_config`] adjusted by `adjust`.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {

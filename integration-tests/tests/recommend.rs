@@ -1,0 +1,376 @@
+//! Recommend end to end over loopback gRPC, on a toy world with a trained
+//! ranking model: ordered, de-duplicated items with provenance, per-task
+//! predictions and positions; combiner weights changed at runtime reorder
+//! as the formula says; arms are stable per user; every returned item is
+//! logged as an impression; reloads under load fail no request; a missing
+//! ranker or generator degrades the answer instead of failing it.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tonic::Code;
+use watchnext_core::{Role, event::EventKind};
+use watchnext_proto::v1::{
+    self as pb, CandidateSource, RecommendRequest, RecommendResponse, ReloadModelRequest, SetCombinerWeightsRequest,
+};
+use watchnext_testkit::{TestServer, prepare_world, train_ranker, with_admin_token};
+
+fn request(user: &str, video: &str, n: u32) -> RecommendRequest {
+    RecommendRequest {
+        user_id: user.into(),
+        query_video_id: video.into(),
+        num_results: n,
+        device: pb::DeviceType::Phone as i32,
+        ..Default::default()
+    }
+}
+
+fn world_with_models(dir: &Path, versions: &[&str]) -> anyhow::Result<()> {
+    prepare_world(dir, 3, 60_000)?;
+    for (i, v) in versions.iter().enumerate() {
+        train_ranker(dir, v, i as u64 + 1)?;
+    }
+    Ok(())
+}
+
+async fn server(versions: &[&str], adjust: impl FnOnce(&mut watchnext_core::Config)) -> TestServer {
+    let versions: Vec<String> = versions.iter().map(|v| (*v).to_owned()).collect();
+    TestServer::start_with_data(
+        move |dir| world_with_models(dir, &versions.iter().map(String::as_str).collect::<Vec<_>>()),
+        adjust,
+    )
+    .await
+    .expect("server on a toy world")
+}
+
+/// A video watched in the log (so every generator knows it).
+fn popular_video(server: &TestServer) -> String {
+    popular_video_in(server.data_dir())
+}
+
+fn popular_video_in(dir: &Path) -> String {
+    let log = watchnext_feedback::LogReader::open(dir.join("feedback"), 1).expect("log");
+    let mut counts = std::collections::HashMap::<String, u32>::new();
+    for (_, e) in log.map(|r| r.expect("record")) {
+        if e.kind.name() == "watch" {
+            *counts.entry(e.video.as_str().to_owned()).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by_key(|(v, n)| (*n, v.clone())).expect("some watch").0
+}
+
+/// Recommend, retrying while the generators are still replaying the log.
+async fn recommend(server: &TestServer, req: RecommendRequest) -> RecommendResponse {
+    let mut client = server.recommender();
+    for _ in 0..100 {
+        if let Ok(r) = client.recommend(req.clone()).await {
+            let r = r.into_inner();
+            if r.items.len() == req.num_results as usize && !r.degraded {
+                return r;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.recommend(req).await.expect("recommend").into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommend_returns_a_ranked_list_with_provenance_and_logs_every_impression() {
+    let server = server(&["m1"], |_| {}).await;
+    let video = popular_video(&server);
+    let mut req = request("u42", &video, 20);
+    req.recent_history = vec![pb::HistoryItem { video_id: "v5".into(), watched_at_ms: 1, seconds_watched: 30.0 }];
+    let r = recommend(&server, req).await;
+    assert!(!r.degraded, "{:?}", r.degraded_reasons);
+    assert_eq!(r.model_version, "m1");
+    assert_eq!(r.experiment_arm, "default");
+    assert_eq!(r.items.len(), 20);
+    let ids: HashSet<&str> = r.items.iter().map(|i| i.video_id.as_str()).collect();
+    assert_eq!(ids.len(), 20, "de-duplicated");
+    assert!(!ids.contains(video.as_str()) && !ids.contains("v5"), "no query video, no history");
+    for (i, item) in r.items.iter().enumerate() {
+        assert_eq!(item.position, i as u32 + 1);
+        assert!(!item.sources.is_empty(), "provenance of {}", item.video_id);
+        let tasks: HashSet<&str> = item.task_predictions.keys().map(String::as_str).collect();
+        assert_eq!(tasks, ["click", "watch", "like", "dismiss", "rating"].into_iter().collect());
+    }
+    assert!(r.items.windows(2).all(|w| w[0].score >= w[1].score), "ordered by score");
+    let multi = r.items.iter().filter(|i| i.sources.len() > 1).count();
+    assert!(r.items.iter().all(|i| i.sources.iter().all(|s| s.source != CandidateSource::Unspecified as i32)));
+    eprintln!("{multi} of 20 items were proposed by several generators");
+
+    // An impression per item, with position, sources, features, model, arm.
+    let mut impressions = Vec::new();
+    for _ in 0..100 {
+        let log = watchnext_feedback::LogReader::open(server.data_dir().join("feedback"), 1).expect("log");
+        impressions = log
+            .map(|r| r.expect("record").1)
+            .filter(|e| e.request_id == r.request_id)
+            .filter_map(|e| match e.kind {
+                EventKind::Impression(i) => Some((e.video.as_str().to_owned(), i)),
+                _ => None,
+            })
+            .collect();
+        if impressions.len() == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(impressions.len(), 20, "one impression per returned item");
+    for (video, imp) in &impressions {
+        let item = r.items.iter().find(|i| &i.video_id == video).expect("a returned item");
+        assert_eq!(imp.position, item.position);
+        assert_eq!((imp.model_version.as_str(), imp.experiment_arm.as_str()), ("m1", "default"));
+        assert_eq!(imp.sources.len(), item.sources.len());
+        let features = imp.features.as_ref().expect("the features the ranker used");
+        assert_eq!(features.dense.len(), watchnext_core::features::DENSE_LEN);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combiner_weights_changed_at_runtime_reorder_as_the_formula_predicts() {
+    let server = server(&["m1"], |_| {}).await;
+    let video = popular_video(&server);
+    let before = recommend(&server, request("u7", &video, 30)).await;
+    // Only the click probability counts: the order must be by click, and the score is p(click).
+    let weights = [("click", 1.0), ("watch", 0.0), ("like", 0.0), ("dismiss", 0.0), ("rating", 0.0)];
+    let set = SetCombinerWeightsRequest {
+        experiment_arm: String::new(),
+        weights: weights.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+    };
+    let effective = server.admin().set_combiner_weights(with_admin_token(set)).await.unwrap().into_inner();
+    assert_eq!(effective.weights.get("click"), Some(&1.0));
+    let after = recommend(&server, request("u7", &video, 30)).await;
+    for item in &after.items {
+        let click = item.task_predictions["click"];
+        assert!((item.score - click).abs() <= 1e-5, "{}: score {} vs click {click}", item.video_id, item.score);
+    }
+    assert!(after.items.windows(2).all(|w| w[0].task_predictions["click"] >= w[1].task_predictions["click"]));
+    let order = |r: &RecommendResponse| r.items.iter().map(|i| i.video_id.clone()).collect::<Vec<_>>();
+    assert_ne!(order(&before), order(&after), "click-only weights change the order of the default blend");
+
+    // Watch time only: the order follows the predicted watch time.
+    let set = SetCombinerWeightsRequest {
+        experiment_arm: String::new(),
+        weights: [("click".to_owned(), 0.0), ("watch".to_owned(), 1.0)].into_iter().collect(),
+    };
+    server.admin().set_combiner_weights(with_admin_token(set)).await.unwrap();
+    let watch = recommend(&server, request("u7", &video, 30)).await;
+    assert!(watch.items.windows(2).all(|w| w[0].task_predictions["watch"] >= w[1].task_predictions["watch"]));
+
+    // Unknown tasks and arms are refused.
+    let bad = SetCombinerWeightsRequest { experiment_arm: String::new(), weights: [("clicks".to_owned(), 1.0)].into() };
+    let err = server.admin().set_combiner_weights(with_admin_token(bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("clicks"), "{}", err.message());
+    let bad = SetCombinerWeightsRequest { experiment_arm: "nope".into(), weights: [("click".to_owned(), 1.0)].into() };
+    assert_eq!(
+        server.admin().set_combiner_weights(with_admin_token(bad)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arms_are_stable_per_user_and_forced_arms_are_checked() {
+    let server = server(&["m1"], |c| {
+        c.recommender.arms = serde_json::json!([
+            { "name": "control", "share": 1.0 },
+            { "name": "click-heavy", "share": 1.0, "weights": { "click": 3.0, "watch": 0.2 } }
+        ]);
+    })
+    .await;
+    let video = popular_video(&server);
+    let mut arms = std::collections::HashMap::new();
+    for u in 0..12 {
+        let user = format!("arm-user-{u}");
+        let first = recommend(&server, request(&user, &video, 5)).await.experiment_arm;
+        let again = recommend(&server, request(&user, &video, 5)).await.experiment_arm;
+        assert_eq!(first, again, "{user} switched arms");
+        *arms.entry(first).or_insert(0) += 1;
+    }
+    assert_eq!(arms.len(), 2, "12 users land in both arms: {arms:?}");
+    let mut forced = request("arm-user-0", &video, 5);
+    forced.experiment_arm = "click-heavy".into();
+    assert_eq!(recommend(&server, forced.clone()).await.experiment_arm, "click-heavy");
+    forced.experiment_arm = "nope".into();
+    let err = server.recommender().recommend(forced).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("control"), "{}", err.message());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_documented_status() {
+    let server = server(&["m1"], |_| {}).await;
+    let video = popular_video(&server);
+    let mut client = server.recommender();
+    let err = client.recommend(request("u1", &video, 0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = client.recommend(request("u1", &video, 100_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("num_results"), "{}", err.message());
+    let err = client.recommend(request("", &video, 5)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // An unknown user watching an unknown video still gets a (cold-start) list.
+    let cold = recommend(&server, request("brand-new-user", "brand-new-video", 5)).await;
+    assert_eq!(cold.items.len(), 5, "{cold:?}");
+    // A model directory of another feature schema is refused, the active one stays.
+    let dir = server.data_dir().join("models").join("m1");
+    let foreign = server.data_dir().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    for f in ["model.onnx", "manifest.json"] {
+        std::fs::copy(dir.join(f), foreign.join(f)).unwrap();
+    }
+    let mut manifest = watchnext_core::model::ModelManifest::read(&foreign).unwrap();
+    manifest.schema.hash = "0000000000000000".into();
+    manifest.write(&foreign).unwrap();
+    let reload = ReloadModelRequest { model_dir: foreign.display().to_string(), rollback: false };
+    let err = server.admin().reload_model(with_admin_token(reload)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("schema"), "{}", err.message());
+    let err = server.admin().reload_model(ReloadModelRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(recommend(&server, request("u1", &video, 5)).await.model_version, "m1");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_models_under_load_fails_no_request() {
+    let server = server(&["m1", "m2"], |c| c.ranker.model_poll_seconds = 0).await;
+    let video = popular_video(&server);
+    let models = server.data_dir().join("models");
+    let broken = server.data_dir().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(models.join("m1/manifest.json"), broken.join("manifest.json")).unwrap();
+    std::fs::write(broken.join("model.onnx"), b"not a graph").unwrap();
+    recommend(&server, request("warm", &video, 10)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let versions = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut hammers = Vec::new();
+    for t in 0..3 {
+        let (mut client, stop, ok, failed, versions) =
+            (server.recommender(), stop.clone(), ok.clone(), failed.clone(), versions.clone());
+        let video = video.clone();
+        hammers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.recommend(request(&format!("load-{t}"), &video, 10)).await {
+                    Ok(r) if r.get_ref().items.len() == 10 && !r.get_ref().degraded => {
+                        versions.lock().unwrap().insert(r.get_ref().model_version.clone());
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let mut admin = server.admin();
+    let reload = |dir: &Path| ReloadModelRequest { model_dir: dir.display().to_string(), rollback: false };
+    // The server started with the newest (m2); make m1 active, m2 the rollback target.
+    let r = admin.reload_model(with_admin_token(reload(&models.join("m1")))).await.unwrap().into_inner();
+    assert_eq!((r.active_version.as_str(), r.previous_version.as_str()), ("m1", "m2"));
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let r = admin.reload_model(with_admin_token(reload(&models.join("m2")))).await.unwrap().into_inner();
+        assert_eq!(r.active_version, "m2");
+        let err = admin.reload_model(with_admin_token(reload(&broken))).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "round {round}: {err:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let back = ReloadModelRequest { model_dir: String::new(), rollback: true };
+        let r = admin.reload_model(with_admin_token(back)).await.unwrap().into_inner();
+        assert_eq!((r.active_version.as_str(), r.previous_version.as_str()), ("m1", "m2"));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no failed or degraded request during reloads");
+    assert!(ok.load(Ordering::Relaxed) > 20, "{} answers", ok.load(Ordering::Relaxed));
+    let seen = versions.lock().unwrap().clone();
+    assert_eq!(seen, ["m1".to_owned(), "m2".to_owned()].into_iter().collect(), "both models served");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_ranking_model_the_answer_is_degraded_not_an_error() {
+    let server = server(&[], |_| {}).await;
+    let video = popular_video(&server);
+    let mut r = RecommendResponse::default();
+    for _ in 0..100 {
+        r = server.recommender().recommend(request("u3", &video, 10)).await.unwrap().into_inner();
+        if r.items.len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r.items.len(), 10);
+    assert!(r.degraded && r.degraded_reasons.iter().any(|d| d.contains("ranker")), "{:?}", r.degraded_reasons);
+    assert_eq!(r.model_version, "");
+    assert!(r.items.iter().all(|i| i.task_predictions.is_empty() && !i.sources.is_empty()));
+    assert!(r.items.windows(2).all(|w| w[0].score >= w[1].score));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_deployment_answers_degraded_when_a_generator_role_dies() {
+    let data = tempfile::tempdir().unwrap();
+    world_with_models(data.path(), &["m1"]).unwrap();
+    let dir = data.path().to_owned();
+    let at = |role: Role| {
+        let dir = dir.clone();
+        move |c: &mut watchnext_core::Config| {
+            c.server.role = role;
+            c.data.dir = dir;
+        }
+    };
+    let feedback = TestServer::start(at(Role::Feedback)).await.unwrap();
+    let url = format!("http://{}", feedback.addr());
+    let follow = |role: Role| {
+        let (dir, url) = (dir.clone(), url.clone());
+        move |c: &mut watchnext_core::Config| {
+            c.server.role = role;
+            c.data.dir = dir;
+            c.endpoints.feedback = url;
+        }
+    };
+    let topic = TestServer::start(follow(Role::Topic)).await.unwrap();
+    let context = TestServer::start(follow(Role::Context)).await.unwrap();
+    let ranker = TestServer::start(follow(Role::Ranker)).await.unwrap();
+    let (topic_url, context_url, ranker_url) =
+        (format!("http://{}", topic.addr()), format!("http://{}", context.addr()), format!("http://{}", ranker.addr()));
+    let front = TestServer::start(move |c| {
+        follow(Role::Recommender)(c);
+        c.endpoints.topic = topic_url;
+        c.endpoints.context = context_url;
+        c.endpoints.ranker = ranker_url;
+    })
+    .await
+    .unwrap();
+    let video = popular_video_in(&dir);
+    let healthy = recommend(&front, request("split-user", &video, 10)).await;
+    assert!(!healthy.degraded, "{:?}", healthy.degraded_reasons);
+    assert_eq!(healthy.model_version, "m1");
+    let sources: HashSet<i32> = healthy.items.iter().flat_map(|i| i.sources.iter().map(|s| s.source)).collect();
+    assert!(sources.contains(&(CandidateSource::Topic as i32)) || sources.contains(&(CandidateSource::Context as i32)));
+
+    topic.stop().await.unwrap();
+    let r = front.recommender().recommend(request("split-user", &video, 10)).await.unwrap().into_inner();
+    assert!(r.degraded && r.degraded_reasons.iter().any(|d| d.contains("topic")), "{:?}", r.degraded_reasons);
+    assert_eq!(r.items.len(), 10, "still a full list from the context generator");
+    assert_eq!(r.model_version, "m1", "still ranked");
+    assert!(r.items.iter().all(|i| i.sources.iter().all(|s| s.source != CandidateSource::Topic as i32)));
+    for s in [front, context, ranker, feedback] {
+        s.stop().await.unwrap();
+    }
+}
