@@ -61,10 +61,11 @@ pub enum Command {
         role: Option<Role>,
     },
     /// Run the main job on the embedded default: fill an empty data folder
-    /// with the synthetic world, start the all-in-one server, show candidate
-    /// lists for a simulated user over gRPC, check every service, and keep
-    /// serving until Ctrl-C.
-    Demo,
+    /// with the synthetic world, train the sequence and ranking models,
+    /// start the all-in-one server, show what it recommends, play the
+    /// simulated users against it (an A/B test against the logging policy),
+    /// retrain on what was served, hot-reload, play again, and report.
+    Demo(DemoArgs),
     /// The synthetic world: generate a catalogue and logs with ground truth.
     #[command(subcommand)]
     World(crate::data::WorldCommand),
@@ -89,6 +90,20 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         addr: String,
     },
+}
+
+/// `watchnext demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Simulated requests per A/B phase.
+    #[arg(long, default_value_t = 3_000)]
+    pub requests: usize,
+    /// Epochs of each ranking-model training run.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Keep serving after the report, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 impl GlobalArgs {
@@ -129,6 +144,16 @@ fn ensure_sequence_model(config: &Config) -> anyhow::Result<()> {
     crate::training::train_sequence_command(config, args).map(|_| ())
 }
 
+/// For the demo: trains a ranking model when the data folder has none.
+fn ensure_ranking_model(config: &Config, epochs: usize) -> anyhow::Result<()> {
+    let models = watchnext_core::datadir::DataDir::new(&config.data.dir).models();
+    if watchnext_ranker::newest_model_dir(&models).is_some() {
+        return Ok(());
+    }
+    println!("no ranking model yet: training one on the log (watchnext train --epochs {epochs})");
+    crate::training::train(config, crate::training::TrainArgs::for_demo("mmoe-demo-1", epochs))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 announce(&running);
                 running.until_signal().await
             }
-            Command::Demo => {
+            Command::Demo(args) => {
                 let mut config = cli.global.load(&[("server.role", "all".to_owned())])?;
                 crate::telemetry::init_logging(&config.log);
                 if config.admin.token.is_empty() {
@@ -157,21 +182,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 {
                     let config = config.clone();
+                    let epochs = args.epochs;
                     tokio::task::block_in_place(|| {
                         crate::data::ensure_demo_world(&config)?;
-                        ensure_sequence_model(&config)
+                        ensure_sequence_model(&config)?;
+                        ensure_ranking_model(&config, epochs)
                     })?;
                 }
-                let data_dir = config.data.dir.clone();
-                let running = app::start(config).await?;
+                let running = app::start(config.clone()).await?;
                 announce(&running);
                 let url = format!("http://{}", running.addr);
-                crate::demo::show_candidates(&url, &data_dir).await?;
+                crate::demo::show_candidates(&url, &config.data.dir).await?;
+                crate::demo::closed_loop(&config, &url, args.requests, args.epochs).await?;
                 let report = health::check(&url).await?;
                 println!("{report}");
-                println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
-                println!("Try:  grpcurl -plaintext {} list", running.addr);
-                running.until_signal().await
+                if args.serve {
+                    println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
+                    println!("Try:  grpcurl -plaintext {} list", running.addr);
+                    running.until_signal().await
+                } else {
+                    println!("Done. `watchnext demo --serve` keeps the server up afterwards; `watchnext serve` serves this data folder.");
+                    running.shutdown().await
+                }
             }
             Command::World(command) => {
                 let config = cli.global.load(&[])?;

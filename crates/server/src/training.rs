@@ -46,6 +46,23 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+impl TrainArgs {
+    /// The demo's runs: a given version and epochs, everything else from config.
+    pub fn for_demo(version: &str, epochs: usize) -> Self {
+        Self {
+            out: None,
+            version: Some(version.to_owned()),
+            architecture: None,
+            position: None,
+            epochs: Some(epochs),
+            seed: None,
+            gate_dropout: None,
+            resume: false,
+            quiet: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ArchitectureArg {
     Mmoe,
