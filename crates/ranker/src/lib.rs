@@ -129,8 +129,12 @@ pub struct Scored {
     pub tasks: Vec<String>,
     /// `candidates × tasks`, row-major, in candidate order.
     pub predictions: Vec<f32>,
-    /// The features each candidate was scored with (in candidate order).
-    pub features: Vec<FeatureVector>,
+    /// The features the candidates were scored with: `candidates ×
+    /// DENSE_LEN` and `candidates × SPARSE_LEN`, row-major.
+    pub dense: Vec<f32>,
+    pub sparse: Vec<i64>,
+    /// The schema that laid them out.
+    pub schema_hash: String,
 }
 
 impl Scored {
@@ -138,6 +142,15 @@ impl Scored {
     pub fn row(&self, i: usize) -> &[f32] {
         let t = self.tasks.len();
         &self.predictions[i * t..(i + 1) * t]
+    }
+
+    /// The features candidate `i` was scored with.
+    pub fn feature_vector(&self, i: usize) -> FeatureVector {
+        FeatureVector {
+            schema_hash: self.schema_hash.clone(),
+            dense: self.dense[i * DENSE_LEN..(i + 1) * DENSE_LEN].to_vec(),
+            sparse: self.sparse[i * SPARSE_LEN..(i + 1) * SPARSE_LEN].to_vec(),
+        }
     }
 }
 
@@ -353,21 +366,21 @@ impl Ranker {
         let model = self.model(version)?;
         let started = Instant::now();
         let (dense, sparse) = self.features(query, candidates);
-        let features = dense
-            .chunks_exact(DENSE_LEN)
-            .zip(sparse.chunks_exact(SPARSE_LEN))
-            .map(|(d, s)| FeatureVector {
-                schema_hash: self.schema.hash().to_owned(),
-                dense: d.to_vec(),
-                sparse: s.to_vec(),
-            })
-            .collect();
         let n = candidates.len();
+        // The run consumes its inputs; the copies are what gets logged.
+        let (kept_dense, kept_sparse) = (dense.clone(), sparse.clone());
         let (predictions, gates) = if n == 0 { (Vec::new(), Vec::new()) } else { model.run(dense, sparse, n)? };
         model.record_gates(&gates, n);
         metrics::counter!("watchnext_ranker_candidates_total").increment(n as u64);
         metrics::histogram!("watchnext_ranker_rank_seconds").record(started.elapsed().as_secs_f64());
-        Ok(Scored { model_version: model.version.clone(), tasks: model.tasks.clone(), predictions, features })
+        Ok(Scored {
+            model_version: model.version.clone(),
+            tasks: model.tasks.clone(),
+            predictions,
+            dense: kept_dense,
+            sparse: kept_sparse,
+            schema_hash: self.schema.hash().to_owned(),
+        })
     }
 
     fn reject(&self, dir: &Path, reason: String) -> RankError {

@@ -122,7 +122,7 @@ fn scores_every_candidate_in_one_run_with_the_shared_features() {
     assert_eq!(scored.model_version, "m1");
     assert_eq!(scored.tasks, ["click", "watch", "like", "dismiss", "rating"]);
     assert_eq!(scored.predictions.len(), 300 * 5);
-    assert_eq!(scored.features.len(), 300);
+    assert_eq!(scored.dense.len(), 300 * DENSE_LEN);
     for i in 0..300 {
         let row = scored.row(i);
         for (t, &p) in row.iter().enumerate() {
@@ -136,9 +136,10 @@ fn scores_every_candidate_in_one_run_with_the_shared_features() {
     // The logged features are the ones the schema code builds, and they
     // differ between candidates (the model sees the candidate).
     let (dense, sparse) = r.features(&q, &cands);
-    assert_eq!(scored.features[7].dense, dense[7 * DENSE_LEN..8 * DENSE_LEN]);
-    assert_eq!(scored.features[7].sparse, sparse[7 * SPARSE_LEN..8 * SPARSE_LEN]);
-    assert_eq!(scored.features[7].schema_hash, r.schema().hash());
+    let seventh = scored.feature_vector(7);
+    assert_eq!(seventh.dense, dense[7 * DENSE_LEN..8 * DENSE_LEN]);
+    assert_eq!(seventh.sparse, sparse[7 * SPARSE_LEN..8 * SPARSE_LEN]);
+    assert_eq!(seventh.schema_hash, r.schema().hash());
     assert_ne!(scored.row(0), scored.row(1));
 
     // Scoring a candidate alone gives what it got in the batch.

@@ -2,8 +2,9 @@
 //! with an in-process implementation (the all-in-one process) and a gRPC one
 //! (split deployments), so both topologies run the same pipeline.
 //!
-//! In-process generators and the ranker are synchronous; they run on
-//! tokio's blocking pool (`spawn_blocking`), never on an async worker.
+//! In-process generators answer in microseconds (their contract) and are
+//! called inline; the in-process ranker takes milliseconds of CPU and runs
+//! on tokio's blocking pool (`spawn_blocking`), never on an async worker.
 //! gRPC calls carry the deadline as `grpc-timeout`.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -35,8 +36,18 @@ pub enum GenerateFailure {
 /// A candidate generator, local or remote.
 pub trait GeneratorClient: Send + Sync + std::fmt::Debug {
     fn source(&self) -> Source;
+    /// Whether the call runs in this process and returns in microseconds
+    /// (the recommender then calls it inline instead of spawning a task).
+    fn is_local(&self) -> bool {
+        false
+    }
     /// At most `max` candidates, or why there are none.
-    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>>;
+    fn generate(
+        &self,
+        query: Arc<Query>,
+        max: usize,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Generated, GenerateFailure>>;
 }
 
 /// What the ranker returned, with what the combiner needs to know of each task.
@@ -47,7 +58,37 @@ pub struct Ranked {
     /// `candidates × tasks`, in candidate order.
     pub predictions: Vec<f32>,
     /// The features each candidate was scored with.
-    pub features: Vec<Option<FeatureVector>>,
+    pub features: RankedFeatures,
+}
+
+/// The features of a ranked list: flat from an in-process ranker, one
+/// vector per candidate from a remote one.
+#[derive(Debug, Clone, Default)]
+pub enum RankedFeatures {
+    #[default]
+    None,
+    Flat {
+        schema_hash: String,
+        dense: Vec<f32>,
+        sparse: Vec<i64>,
+    },
+    PerCandidate(Vec<Option<FeatureVector>>),
+}
+
+impl RankedFeatures {
+    /// The features of candidate `i` (taken out of a per-candidate list).
+    pub fn take(&mut self, i: usize) -> Option<FeatureVector> {
+        use watchnext_core::features::{DENSE_LEN, SPARSE_LEN};
+        match self {
+            Self::None => None,
+            Self::Flat { schema_hash, dense, sparse } => Some(FeatureVector {
+                schema_hash: schema_hash.clone(),
+                dense: dense.get(i * DENSE_LEN..(i + 1) * DENSE_LEN)?.to_vec(),
+                sparse: sparse.get(i * SPARSE_LEN..(i + 1) * SPARSE_LEN)?.to_vec(),
+            }),
+            Self::PerCandidate(v) => v.get_mut(i).and_then(Option::take),
+        }
+    }
 }
 
 /// The ranker, local or remote.
@@ -55,7 +96,7 @@ pub trait RankerClient: Send + Sync + std::fmt::Debug {
     fn rank(
         &self,
         query: Query,
-        candidates: Vec<RankCandidate>,
+        candidates: Arc<Vec<RankCandidate>>,
         model_version: String,
         timeout: Duration,
     ) -> BoxFuture<Result<Ranked, String>>;
@@ -78,15 +119,23 @@ impl GeneratorClient for LocalGenerator {
         self.0.source()
     }
 
-    fn generate(&self, query: Query, max: usize, _timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>> {
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    /// Runs `generate` when polled, on the caller's thread: the generator
+    /// contract is an answer in microseconds from an atomically swapped
+    /// index, which costs less than handing it to another thread.
+    fn generate(
+        &self,
+        query: Arc<Query>,
+        max: usize,
+        _timeout: Duration,
+    ) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let g = self.0.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                g.precondition().map_err(GenerateFailure::NotReady)?;
-                Ok(g.generate(&query, max))
-            })
-            .await
-            .map_err(|e| GenerateFailure::Failed(format!("the generator panicked: {e}")))?
+            g.precondition().map_err(GenerateFailure::NotReady)?;
+            Ok(g.generate(&query, max))
         })
     }
 }
@@ -99,25 +148,36 @@ impl RankerClient for LocalRanker {
     fn rank(
         &self,
         query: Query,
-        candidates: Vec<RankCandidate>,
+        candidates: Arc<Vec<RankCandidate>>,
         model_version: String,
         _timeout: Duration,
     ) -> BoxFuture<Result<Ranked, String>> {
         let ranker = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let version = (!model_version.is_empty()).then_some(model_version.as_str());
-                let model = ranker.model(version).map_err(|e| e.to_string())?;
-                let scored = ranker.rank(&query, &candidates, Some(&model.version)).map_err(|e| e.to_string())?;
-                Ok(Ranked {
-                    model_version: scored.model_version,
-                    tasks: model.manifest.tasks.clone(),
-                    predictions: scored.predictions,
-                    features: scored.features.into_iter().map(Some).collect(),
-                })
+        let work = move || {
+            let version = (!model_version.is_empty()).then_some(model_version.as_str());
+            let model = ranker.model(version).map_err(|e| e.to_string())?;
+            let scored = ranker.rank(&query, &candidates, Some(&model.version)).map_err(|e| e.to_string())?;
+            Ok(Ranked {
+                model_version: scored.model_version,
+                tasks: model.manifest.tasks.clone(),
+                predictions: scored.predictions,
+                features: RankedFeatures::Flat {
+                    schema_hash: scored.schema_hash,
+                    dense: scored.dense,
+                    sparse: scored.sparse,
+                },
             })
-            .await
-            .map_err(|e| format!("the ranker panicked: {e}"))?
+        };
+        Box::pin(async move {
+            // Milliseconds of CPU: never on an async worker as such. On the
+            // multi-threaded runtime this worker becomes a blocking thread for
+            // the call (its other tasks move to a fresh worker), which saves
+            // the hand-off to another thread and its cold caches; elsewhere
+            // (a single-threaded runtime) the blocking pool runs it.
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+                _ => tokio::task::spawn_blocking(work).await.map_err(|e| format!("the ranker panicked: {e}"))?,
+            }
         })
     }
 
@@ -174,7 +234,12 @@ impl GeneratorClient for RemoteGenerator {
         self.source
     }
 
-    fn generate(&self, query: Query, max: usize, timeout: Duration) -> BoxFuture<Result<Generated, GenerateFailure>> {
+    fn generate(
+        &self,
+        query: Arc<Query>,
+        max: usize,
+        timeout: Duration,
+    ) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let mut client = self.client.clone();
         let source = self.source;
         Box::pin(async move {
@@ -221,7 +286,7 @@ impl RankerClient for RemoteRanker {
     fn rank(
         &self,
         query: Query,
-        candidates: Vec<RankCandidate>,
+        candidates: Arc<Vec<RankCandidate>>,
         model_version: String,
         timeout: Duration,
     ) -> BoxFuture<Result<Ranked, String>> {
@@ -237,7 +302,7 @@ impl RankerClient for RemoteRanker {
                 context: Some(context),
                 recent_history,
                 candidates: candidates
-                    .into_iter()
+                    .iter()
                     .map(|c| pb::RankCandidate {
                         video_id: c.video.as_str().to_owned(),
                         sources: c
@@ -283,7 +348,12 @@ impl RankerClient for RemoteRanker {
                     sparse: f.sparse,
                 }));
             }
-            Ok(Ranked { model_version: r.model_version, tasks, predictions, features })
+            Ok(Ranked {
+                model_version: r.model_version,
+                tasks,
+                predictions,
+                features: RankedFeatures::PerCandidate(features),
+            })
         })
     }
 

@@ -50,12 +50,8 @@ use crate::{
 /// Rank constant of the reciprocal-rank fusion.
 const RRF_K: f64 = 60.0;
 
-/// A merged candidate: video, fused rank score, every source with its score.
-type Merged = (VideoId, f64, Vec<(Source, f32)>);
-
-/// A scored candidate: index into the merged list, combined score,
-/// `(task, prediction)`, the features the ranker used.
-type ScoredRow = (usize, f32, Vec<(String, f32)>, Option<FeatureVector>);
+/// Every generator that proposed a video, with its score.
+type Provenance = Vec<(Source, f32)>;
 
 /// One returned item.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,39 +224,51 @@ impl Recommender {
         let mut notes = Vec::new();
         let mut not_ready = Vec::new();
 
-        // Fan-out.
+        // Fan-out: remote generators as concurrent tasks, in-process ones
+        // inline (microseconds each) while the remote calls are in flight.
         let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
-        let calls: Vec<_> = self
+        let shared = Arc::new(query.clone());
+        let call = |g: Arc<dyn GeneratorClient>, q: Arc<Query>, max: usize| async move {
+            let name = source_name(g.source());
+            match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
+                Ok(Ok(generated)) => Ok(generated),
+                Ok(Err(GenerateFailure::NotReady(e))) => Err((false, format!("{name} generator not ready: {e}"))),
+                Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
+                Err(_) => Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis()))),
+            }
+        };
+        let remote: Vec<Option<tokio::task::JoinHandle<_>>> = self
             .generators
             .iter()
-            .map(|g| {
-                let (g, q, max) = (g.clone(), query.clone(), f.per_generator);
-                tokio::spawn(async move {
-                    let name = source_name(g.source());
-                    match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
-                        Ok(Ok(generated)) => Ok(generated),
-                        Ok(Err(GenerateFailure::NotReady(e))) => {
-                            Err((false, format!("{name} generator not ready: {e}")))
-                        }
-                        Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
-                        Err(_) => Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis()))),
-                    }
-                })
-            })
+            .map(|g| (!g.is_local()).then(|| tokio::spawn(call(g.clone(), shared.clone(), f.per_generator))))
             .collect();
+        let mut answers = Vec::with_capacity(self.generators.len());
+        for (g, handle) in self.generators.iter().zip(&remote) {
+            if handle.is_none() {
+                answers.push(Some(call(g.clone(), shared.clone(), f.per_generator).await));
+            } else {
+                answers.push(None);
+            }
+        }
+        for (answer, handle) in answers.iter_mut().zip(remote) {
+            if let Some(handle) = handle {
+                *answer =
+                    Some(handle.await.unwrap_or_else(|join| Err((true, format!("generator task failed: {join}")))));
+            }
+        }
         let mut lists: Vec<(Source, Vec<(VideoId, f32)>)> = Vec::new();
-        for (g, call) in self.generators.iter().zip(calls) {
+        for (g, answer) in self.generators.iter().zip(answers) {
             let source = g.source();
-            match call.await {
-                Ok(Ok(generated)) => {
+            match answer {
+                Some(Ok(generated)) => {
                     if generated.candidates.is_empty() && !generated.note.is_empty() {
                         notes.push(format!("{}: {}", source_name(source), generated.note));
                     }
                     lists.push((source, generated.candidates.into_iter().map(|c| (c.video, c.score)).collect()));
                 }
-                Ok(Err((true, reason))) => reasons.push(reason),
-                Ok(Err((false, reason))) => not_ready.push(reason),
-                Err(join) => reasons.push(format!("{} generator task failed: {join}", source_name(source))),
+                Some(Err((true, reason))) => reasons.push(reason),
+                Some(Err((false, reason))) => not_ready.push(reason),
+                None => reasons.push(format!("{} generator gave no answer", source_name(source))),
             }
             metrics::counter!("watchnext_recommender_generator_calls_total", "generator" => source_name(source),
                 "outcome" => if lists.last().is_some_and(|(s, _)| *s == source) { "ok" } else { "degraded" })
@@ -277,23 +285,24 @@ impl Recommender {
         // Merge with provenance; drop the query video and the history.
         let excluded: HashSet<&VideoId> =
             query.history.0.iter().map(|h| &h.video).chain([&query.query_video]).collect();
-        let mut merged: HashMap<VideoId, (f64, Vec<(Source, f32)>)> = HashMap::new();
+        let mut merged: HashMap<&VideoId, (f64, Provenance)> = HashMap::new();
         for (source, list) in &lists {
             for (rank, (video, score)) in list.iter().enumerate() {
                 if excluded.contains(video) {
                     continue;
                 }
-                let entry = merged.entry(video.clone()).or_default();
+                let entry = merged.entry(video).or_default();
                 entry.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
                 if !entry.1.iter().any(|(s, _)| s == source) {
                     entry.1.push((*source, *score));
                 }
             }
         }
-        let mut candidates: Vec<Merged> = merged.into_iter().map(|(v, (fused, sources))| (v, fused, sources)).collect();
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        candidates.truncate(self.max_candidates);
-        if candidates.is_empty() {
+        let mut fused: Vec<(&VideoId, f64, Provenance)> =
+            merged.into_iter().map(|(v, (fused, sources))| (v, fused, sources)).collect();
+        fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        fused.truncate(self.max_candidates);
+        if fused.is_empty() {
             let why: Vec<String> = reasons.into_iter().chain(not_ready).chain(notes).collect();
             return Err(RecommendError::NoCandidates(if why.is_empty() {
                 "every candidate was the query video or in the user's history".into()
@@ -301,21 +310,20 @@ impl Recommender {
                 why.join("; ")
             }));
         }
+        let candidates: Arc<Vec<RankCandidate>> =
+            Arc::new(fused.iter().map(|(v, _, s)| RankCandidate { video: (*v).clone(), sources: s.clone() }).collect());
+        let fused_scores: Vec<f64> = fused.iter().map(|c| c.1).collect();
+        drop(fused);
 
-        // Rank and combine.
-        let mut model_version = String::new();
-        let mut scored: Vec<ScoredRow> = Vec::new();
-        let ranked = match (&self.ranker, candidates.is_empty()) {
-            (_, true) => None,
-            (None, false) => {
+        // Rank (all candidates in one call) and combine.
+        let ranked = match &self.ranker {
+            None => {
                 reasons.push("no ranker is configured: ordered by the generators' fused ranks".into());
                 None
             }
-            (Some(ranker), false) => {
-                let rank_candidates: Vec<RankCandidate> =
-                    candidates.iter().map(|(v, _, s)| RankCandidate { video: v.clone(), sources: s.clone() }).collect();
+            Some(ranker) => {
                 let timeout = Duration::from_millis(f.ranker_timeout_ms).min(left());
-                let call = ranker.rank(query.clone(), rank_candidates, arm.model_version.clone(), timeout);
+                let call = ranker.rank(query.clone(), candidates.clone(), arm.model_version.clone(), timeout);
                 match tokio::time::timeout(timeout, call).await {
                     Ok(Ok(r)) => Some(r),
                     Ok(Err(e)) => {
@@ -332,35 +340,46 @@ impl Recommender {
                 }
             }
         };
-        match ranked {
+        // (candidate index, score), best first.
+        let mut scored: Vec<(usize, f32)> = match &ranked {
             Some(r) => {
                 let weights = self.weights.load().for_arm(&arm.name);
                 let terms = combiner::terms(&r.tasks, &weights, &self.settings.combiner.inverted_tasks);
                 let t = r.tasks.len();
-                for (i, features) in r.features.into_iter().enumerate().take(candidates.len()) {
-                    let row = &r.predictions[i * t..(i + 1) * t];
-                    let predictions = r.tasks.iter().zip(row).map(|(task, &p)| (task.name.clone(), p)).collect();
-                    scored.push((i, combiner::score(&terms, row), predictions, features));
-                }
-                self.known_tasks.store(Arc::new(r.tasks.iter().map(|t| t.name.clone()).collect()));
-                model_version = r.model_version;
+                (0..candidates.len())
+                    .map(|i| (i, combiner::score(&terms, &r.predictions[i * t..(i + 1) * t])))
+                    .collect()
             }
-            None => {
-                scored = candidates.iter().enumerate().map(|(i, c)| (i, c.1 as f32, Vec::new(), None)).collect();
-            }
+            None => fused_scores.iter().enumerate().map(|(i, &s)| (i, s as f32)).collect(),
+        };
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| candidates[a.0].video.cmp(&candidates[b.0].video)));
+        let order = self.diversify(&scored.iter().map(|s| &candidates[s.0].video).collect::<Vec<_>>(), num_results);
+        let mut ranked = ranked;
+        let mut features = ranked.as_mut().map(|r| std::mem::take(&mut r.features)).unwrap_or_default();
+        let mut model_version = String::new();
+        let mut tasks = Vec::new();
+        let mut predictions: &[f32] = &[];
+        if let Some(r) = ranked.as_ref() {
+            self.known_tasks.store(Arc::new(r.tasks.iter().map(|t| t.name.clone()).collect()));
+            model_version.clone_from(&r.model_version);
+            tasks = r.tasks.iter().map(|t| t.name.as_str()).collect();
+            predictions = &r.predictions;
         }
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| candidates[a.0].0.cmp(&candidates[b.0].0)));
-        let order = self.diversify(&scored.iter().map(|s| &candidates[s.0].0).collect::<Vec<_>>(), num_results);
+        let t = tasks.len();
         let mut items = Vec::with_capacity(order.len());
         for (position, &k) in order.iter().enumerate() {
-            let (i, score, predictions, features) = scored[k].clone();
+            let (i, score) = scored[k];
             items.push(Item {
-                video: candidates[i].0.clone(),
+                video: candidates[i].video.clone(),
                 position: position as u32 + 1,
                 score,
-                predictions,
-                sources: candidates[i].2.clone(),
-                features,
+                predictions: tasks
+                    .iter()
+                    .zip(&predictions[i * t..(i + 1) * t])
+                    .map(|(n, &p)| ((*n).to_owned(), p))
+                    .collect(),
+                sources: candidates[i].sources.clone(),
+                features: features.take(i),
             });
         }
 

@@ -48,18 +48,17 @@ impl RankerApi for RankerService {
         .await
         .map_err(|e| Status::internal(format!("ranking task failed: {e}")))?
         .map_err(status_of)?;
-        let scores = scored
-            .features
+        let scores = request
+            .get_ref()
+            .candidates
             .iter()
             .enumerate()
-            .zip(request.get_ref().candidates.iter())
-            .map(|((i, f), c)| CandidateScores {
+            .map(|(i, c)| CandidateScores {
                 video_id: c.video_id.clone(),
                 predictions: scored.row(i).to_vec(),
-                features: with_features.then(|| FeatureVector {
-                    schema_hash: f.schema_hash.clone(),
-                    dense: f.dense.clone(),
-                    sparse: f.sparse.clone(),
+                features: with_features.then(|| {
+                    let f = scored.feature_vector(i);
+                    FeatureVector { schema_hash: f.schema_hash, dense: f.dense, sparse: f.sparse }
                 }),
             })
             .collect();
