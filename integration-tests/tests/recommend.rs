@@ -132,6 +132,16 @@ async fn recommend_returns_a_ranked_list_with_provenance_and_logs_every_impressi
         let features = imp.features.as_ref().expect("the features the ranker used");
         assert_eq!(features.dense.len(), watchnext_core::features::DENSE_LEN);
     }
+
+    // Expert utilisation over live traffic is a metric, per task and expert.
+    let body = watchnext_testkit::scrape_metrics(server.metrics_addr().expect("metrics")).await.unwrap();
+    for expert in 0..3 {
+        let series = format!("watchnext_ranker_gate_weight{{task=\"click\",expert=\"{expert}\"}}");
+        let line = body.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series} missing"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&value), "{line}");
+    }
+    assert!(body.contains("watchnext_recommender_impressions_total"), "impressions counted");
     server.stop().await.unwrap();
 }
 
