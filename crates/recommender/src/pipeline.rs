@@ -194,6 +194,30 @@ impl Recommender {
         Ok(effective)
     }
 
+    /// Replaces every weight with a reloaded configuration's: the defaults
+    /// and each arm's overrides (changes made through `set_weights` are
+    /// discarded). The arms themselves cannot change without a restart.
+    pub fn replace_weights(&self, settings: &Settings) -> Result<(), String> {
+        settings.validate().map_err(|e| e.to_string())?;
+        let mut names: Vec<&str> = settings.arms.iter().map(|a| a.name.as_str()).collect();
+        let mut ours: Vec<&str> = if settings.arms.is_empty() {
+            Vec::new()
+        } else {
+            self.arms.all().iter().map(|a| a.name.as_str()).collect()
+        };
+        names.sort_unstable();
+        ours.sort_unstable();
+        if names != ours {
+            return Err("the experiment arms changed: restart the recommender to apply new arms".into());
+        }
+        let next = Weights {
+            default: settings.combiner.weights.clone(),
+            arms: settings.arms.iter().map(|a| (a.name.clone(), a.weights.clone())).collect(),
+        };
+        self.weights.store(Arc::new(next));
+        Ok(())
+    }
+
     /// Answers one request; `deadline` is what the client allows (its
     /// `grpc-timeout`), `None` for the configured default.
     pub async fn recommend(

@@ -90,6 +90,8 @@ pub struct Running {
     /// The bound metrics address, if enabled.
     pub metrics_addr: Option<SocketAddr>,
     pub info: Arc<ProcessInfo>,
+    /// The recommender, when this process hosts it (for config reloads).
+    pub recommender: Option<Arc<watchnext_recommender::Recommender>>,
     grace: Duration,
     shutdown: Option<oneshot::Sender<()>>,
     metrics_shutdown: Option<oneshot::Sender<()>>,
@@ -164,6 +166,17 @@ async fn wait_for_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Applies the combiner weights of a reloaded configuration (defaults and
+/// every arm's overrides) to a running recommender; other changes need a
+/// restart and are left alone.
+pub fn reload_combiner(recommender: &watchnext_recommender::Recommender, config: &Config) -> anyhow::Result<()> {
+    let r = &config.recommender;
+    let settings = watchnext_recommender::config::Settings::from_values(&r.fanout, &r.combiner, &r.arms)?;
+    recommender.replace_weights(&settings).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!("combiner weights reloaded from the configuration");
+    Ok(())
 }
 
 /// Loads ONNX Runtime for roles that run models, so that a missing library
@@ -599,6 +612,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         addr,
         metrics_addr,
         info,
+        recommender,
         grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         shutdown: Some(tx),
         metrics_shutdown,

@@ -132,6 +132,32 @@ impl GlobalArgs {
     }
 }
 
+/// On SIGHUP, reads the configuration again (file, environment, the same
+/// flags) and applies its combiner weights without a restart.
+fn reload_on_sighup(
+    global: GlobalArgs,
+    extra: Vec<(&'static str, String)>,
+    recommender: std::sync::Arc<watchnext_recommender::Recommender>,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: combiner weights reload only through Admin.SetCombinerWeights");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match global.load(&extra).and_then(|c| app::reload_combiner(&recommender, &c)) {
+                Ok(()) => {}
+                Err(err) => {
+                    tracing::error!(%err, "SIGHUP: the configuration was not applied; the running weights stay")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (global, extra, recommender);
+}
+
 /// For the demo: trains the sequence generator's model when the data folder
 /// has none yet.
 fn ensure_sequence_model(config: &Config) -> anyhow::Result<()> {
@@ -169,6 +195,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::telemetry::init_logging(&config.log);
                 let running = app::start(config).await?;
                 announce(&running);
+                if let Some(recommender) = running.recommender.clone() {
+                    reload_on_sighup(cli.global, extra, recommender);
+                }
                 running.until_signal().await
             }
             Command::Demo(args) => {

@@ -76,3 +76,52 @@ fn a_bad_config_value_names_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("execution_provider") && err.contains("tpu"), "{err}");
 }
+
+#[test]
+fn sighup_reloads_the_combiner_weights_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("watchnext.toml");
+    std::fs::write(&config, "[recommender.combiner.weights]\nclick = 1.0\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-level", "info"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watchnext");
+    let mut announce = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut announce).expect("announce line");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let pid = child.id().to_string();
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("no log line containing {needle:?}");
+    };
+    std::fs::write(&config, "[recommender.combiner.weights]\nclick = 2.0\nwatch = 0.5\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    wait_for("combiner weights reloaded");
+    // A bad value is refused, naming the key; the server keeps running.
+    std::fs::write(&config, "[recommender.combiner.weights]\nclick = -1.0\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let line = wait_for("was not applied");
+    assert!(line.contains("combiner.weights.click"), "{line}");
+    assert!(child.try_wait().expect("wait").is_none(), "still serving");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(child.wait().expect("wait").success());
+}
