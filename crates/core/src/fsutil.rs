@@ -28,6 +28,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The newest versioned directory under `root`: `read` gives each visible
+/// sub-directory's `(created_ms, version, value)` when it holds a complete,
+/// readable version (hidden folders — partial writes — are skipped); the
+/// largest `(created_ms, version)` wins.
+pub fn newest_dir<T>(
+    root: &Path,
+    mut read: impl FnMut(&Path) -> Option<(i64, String, T)>,
+) -> Option<(std::path::PathBuf, T)> {
+    let mut best: Option<((i64, String), std::path::PathBuf, T)> = None;
+    for entry in fs::read_dir(root).ok()?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if let Some((created, version, value)) = read(&path)
+            && best.as_ref().is_none_or(|(key, _, _)| (created, &version) > (key.0, &key.1))
+        {
+            best = Some(((created, version), path, value));
+        }
+    }
+    best.map(|(_, path, value)| (path, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

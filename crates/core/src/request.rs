@@ -157,6 +157,18 @@ impl History {
         Ok(Self(out))
     }
 
+    /// The wire form (oldest first), for a request to another role.
+    pub fn to_proto(&self) -> Vec<pb::HistoryItem> {
+        self.0
+            .iter()
+            .map(|h| pb::HistoryItem {
+                video_id: h.video.as_str().to_owned(),
+                watched_at_ms: h.watched_at_ms,
+                seconds_watched: h.seconds_watched,
+            })
+            .collect()
+    }
+
     /// Whether `video` is in the history.
     pub fn contains(&self, video: &VideoId) -> bool {
         self.0.iter().any(|e| &e.video == video)

@@ -514,17 +514,7 @@ impl Ranker {
 /// The newest model directory under `root` by manifest creation time
 /// (directories without a readable manifest are skipped).
 pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, ModelManifest)> {
-    let mut best: Option<(PathBuf, ModelManifest)> = None;
-    for entry in std::fs::read_dir(root).ok()?.flatten() {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if let Ok(m) = ModelManifest::read(&path)
-            && best.as_ref().is_none_or(|(_, b)| (m.created_ms, &m.model_version) > (b.created_ms, &b.model_version))
-        {
-            best = Some((path, m));
-        }
-    }
-    best
+    watchnext_core::fsutil::newest_dir(root, |dir| {
+        ModelManifest::read(dir).ok().map(|m| (m.created_ms, m.model_version.clone(), m))
+    })
 }

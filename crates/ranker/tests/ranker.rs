@@ -20,25 +20,11 @@ use watchnext_core::{
     request::RankCandidate,
 };
 use watchnext_ranker::{RankError, Ranker, RankerSettings};
-use watchnext_trainer::{
-    config::TrainerConfig,
-    experiments,
-    pipeline::{self, TrainRun},
-};
+use watchnext_trainer::experiments;
 use watchnext_world::WorldConfig;
 
-fn small_config(seed: u64) -> TrainerConfig {
-    TrainerConfig {
-        embedding_dim: 4,
-        bottom: 16,
-        experts: 3,
-        expert_layers: vec![8, 8],
-        tower_layers: vec![4],
-        max_epochs: 1,
-        batch_size: 512,
-        seed,
-        ..TrainerConfig::default()
-    }
+fn small_config(seed: u64) -> watchnext_trainer::config::TrainerConfig {
+    watchnext_testkit::small_trainer_config(seed)
 }
 
 struct Fixture {
@@ -54,16 +40,7 @@ fn fixture(versions: &[&str]) -> Fixture {
     experiments::world_data(&data, &WorldConfig::toy(), 20_000).expect("toy world");
     let models = data.join("models");
     for (i, v) in versions.iter().enumerate() {
-        let run = TrainRun {
-            config: small_config(i as u64 + 1),
-            data_dir: data.clone(),
-            out_dir: models.join(v),
-            model_version: (*v).to_owned(),
-            progress: false,
-            checkpoint_dir: None,
-            resume: false,
-        };
-        pipeline::run_training(&run).expect("trains");
+        watchnext_testkit::train_ranker(&data, v, i as u64 + 1).expect("trains");
     }
     let catalog = Arc::new(Catalog::read(&data.join("catalog.jsonl")).expect("catalogue"));
     Fixture { _tmp: tmp, data, models, catalog }

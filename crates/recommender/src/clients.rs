@@ -198,16 +198,7 @@ impl ImpressionSink for LocalLog {
 }
 
 fn request_parts(query: &Query) -> (Vec<pb::HistoryItem>, pb::RequestContext) {
-    let history = query
-        .history
-        .0
-        .iter()
-        .map(|h| pb::HistoryItem {
-            video_id: h.video.as_str().to_owned(),
-            watched_at_ms: h.watched_at_ms,
-            seconds_watched: h.seconds_watched,
-        })
-        .collect();
+    let history = query.history.to_proto();
     let context = pb::RequestContext {
         request_time_ms: query.context.time_ms,
         utc_offset_minutes: query.context.utc_offset_minutes,

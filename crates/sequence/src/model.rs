@@ -214,19 +214,9 @@ pub fn write_model_dir(
 /// The newest complete model directory under `root` (by the manifest's
 /// `created_ms`; directories without a readable manifest are skipped).
 pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, SequenceManifest)> {
-    let mut best: Option<(PathBuf, SequenceManifest)> = None;
-    for entry in fs::read_dir(root).ok()?.flatten() {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if let Ok(m) = SequenceManifest::read(&path)
-            && best.as_ref().is_none_or(|(_, b)| (m.created_ms, &m.version) > (b.created_ms, &b.version))
-        {
-            best = Some((path, m));
-        }
-    }
-    best
+    watchnext_core::fsutil::newest_dir(root, |dir| {
+        SequenceManifest::read(dir).ok().map(|m| (m.created_ms, m.version.clone(), m))
+    })
 }
 
 #[cfg(test)]

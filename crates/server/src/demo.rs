@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use watchnext_core::{catalog::Catalog, datadir::DataDir};
 use watchnext_proto::v1::{
-    CandidateSource, GenerateRequest, GenerateResponse, HistoryItem, RequestContext,
+    CandidateSource, GenerateRequest, GenerateResponse, RequestContext,
     candidate_generator_client::CandidateGeneratorClient,
 };
 use watchnext_world::{Population, World, WorldConfig};
@@ -44,16 +44,7 @@ pub async fn show_candidates(url: &str, data_dir: &Path) -> anyhow::Result<()> {
             user_id: request.user.as_str().to_owned(),
             query_video_id: request.query_video.as_str().to_owned(),
             device: request.device.to_proto() as i32,
-            recent_history: request
-                .history
-                .0
-                .iter()
-                .map(|h| HistoryItem {
-                    video_id: h.video.as_str().to_owned(),
-                    watched_at_ms: h.watched_at_ms,
-                    seconds_watched: h.seconds_watched,
-                })
-                .collect(),
+            recent_history: request.history.to_proto(),
             context: Some(RequestContext { request_time_ms: request.time_ms, ..Default::default() }),
             max_candidates: 100,
             generator: source as i32,
@@ -183,16 +174,7 @@ pub async fn ab_test(
                 user_id: request.user.as_str().to_owned(),
                 query_video_id: request.query_video.as_str().to_owned(),
                 device: request.device.to_proto() as i32,
-                recent_history: request
-                    .history
-                    .0
-                    .iter()
-                    .map(|h| HistoryItem {
-                        video_id: h.video.as_str().to_owned(),
-                        watched_at_ms: h.watched_at_ms,
-                        seconds_watched: h.seconds_watched,
-                    })
-                    .collect(),
+                recent_history: request.history.to_proto(),
                 context: Some(RequestContext { request_time_ms: request.time_ms, ..Default::default() }),
                 num_results: list_size,
                 experiment_arm: String::new(),
