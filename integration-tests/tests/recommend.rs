@@ -384,3 +384,34 @@ async fn a_split_deployment_answers_degraded_when_a_generator_role_dies() {
         s.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_loop_load_test_measures_a_running_server() {
+    let server = server(&["m1"], |_| {}).await;
+    let video = popular_video(&server);
+    recommend(&server, request("warm", &video, 10)).await;
+    let mix = watchnext_server::loadtest::request_mix(server.data_dir(), 200, 10).unwrap();
+    assert_eq!(mix.len(), 200);
+    assert!(mix.iter().all(|r| !r.user_id.is_empty() && !r.query_video_id.is_empty() && r.num_results == 10));
+    let args = watchnext_server::loadtest::LoadtestArgs {
+        addr: format!("http://{}", server.addr()),
+        rate: 40.0,
+        duration: 2.0,
+        warmup: 0.5,
+        connections: 2,
+        num_results: 10,
+        deadline_ms: 2_000,
+        max_in_flight: 1_000,
+        json: None,
+    };
+    let report = watchnext_server::loadtest::run(&args, mix).await.unwrap();
+    assert_eq!(report.count, 80);
+    assert_eq!(report.statuses.get("OK"), Some(&80), "{report}");
+    assert_eq!(report.dropped, 0);
+    assert!((report.achieved_rate - 40.0).abs() < 12.0, "{report}");
+    let p: Vec<f64> = report.percentiles.iter().map(|(_, ms)| *ms).collect();
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "{report}");
+    assert!(report.fastest_ms > 0.0 && report.fastest_ms <= p[0] && p[p.len() - 1] <= report.slowest_ms, "{report}");
+    eprintln!("{report}");
+    server.stop().await.unwrap();
+}

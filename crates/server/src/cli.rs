@@ -7,6 +7,7 @@
 //! watchnext train   the ranking model → <data>/models/<version>
 //! watchnext train-sequence   the sequence generator's model → <data>/sequence/<version>
 //! watchnext eval    [--model DIR] | generators   offline evaluation
+//! watchnext loadtest [--addr URL --rate R --duration S]   open-loop load test of Recommend
 //! watchnext health  [--addr URL]   health of every service of a running server
 //! ```
 //! Global flags (`--config`, `--listen`, ...) are the last configuration
@@ -84,6 +85,10 @@ pub enum Command {
     /// Offline evaluation: the newest model (default) or `--model DIR` on the
     /// data folder's test period, or `eval generators`.
     Eval(crate::data::EvalArgs),
+    /// Open-loop load test of a running server's Recommend (fixed arrival
+    /// rate, latency from the scheduled time, percentiles), with requests
+    /// drawn from the data folder.
+    Loadtest(crate::loadtest::LoadtestArgs),
     /// Ask a running server for the health of each of its services.
     Health {
         /// The server's gRPC address.
@@ -258,6 +263,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::training::train_sequence_command(&config, args)).map(|_| ())
+            }
+            Command::Loadtest(args) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                crate::loadtest::command(&config.data.dir, args).await
             }
             Command::Eval(args) => {
                 let config = cli.global.load(&[])?;

@@ -26,6 +26,7 @@ pub mod demo;
 pub mod generators;
 pub mod grpc;
 pub mod health;
+pub mod loadtest;
 pub mod middleware;
 pub mod serving;
 pub mod tailer;
