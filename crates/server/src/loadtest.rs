@@ -131,7 +131,7 @@ pub fn request_mix(data_dir: &Path, n: usize, num_results: u32) -> anyhow::Resul
         }
     } else {
         let catalog = Catalog::read(&data.catalog())
-            .with_context(|| format!("{}: no catalogue to draw query videos from", data.catalog().display()))?;
+            .context("no catalogue to draw query videos from (point --data-dir at the server's data folder)")?;
         anyhow::ensure!(!catalog.is_empty(), "the catalogue is empty");
         let videos = catalog.videos();
         for i in 0..n {
