@@ -441,11 +441,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
     let generator_roles: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
+    // The catalogue is read once, for every role here that needs it.
+    let catalog = if generator_roles.is_empty() && !role.includes(Role::Ranker) && !role.includes(Role::Recommender) {
+        None
+    } else {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || generators::read_catalog(&c)).await??
+    };
     let hosted = if generator_roles.is_empty() {
         Hosted::default()
     } else {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || generators::build(&config)).await??
+        let (config, catalog) = (config.clone(), catalog.clone());
+        tokio::task::spawn_blocking(move || generators::build(&config, catalog.as_ref())).await??
     };
     if !generator_roles.is_empty() {
         let mut any_serving = false;
@@ -475,8 +482,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let log = if role.includes(Role::Feedback) { Some(open_feedback_log(&config)?) } else { None };
     let data = watchnext_core::datadir::DataDir::new(&config.data.dir);
     let ranker = if role.includes(Role::Ranker) {
-        let c = config.clone();
-        let ranker = tokio::task::spawn_blocking(move || crate::serving::build_ranker(&c)).await??;
+        let (c, catalog) = (config.clone(), catalog.clone());
+        let ranker = tokio::task::spawn_blocking(move || crate::serving::build_ranker(&c, catalog.as_ref())).await??;
         crate::serving::watch_models(ranker.clone(), data.models(), config.ranker.model_poll_seconds, info.clone());
         routes.add_service(
             RankerServer::new(RankerService::new(ranker.clone(), config.ranker.max_candidates))
@@ -490,7 +497,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
     let recommender = if role.includes(Role::Recommender) {
-        let rec = crate::serving::build_recommender(&config, &hosted, ranker.clone(), log.as_ref())?;
+        let rec = crate::serving::build_recommender(&config, &hosted, ranker.clone(), log.as_ref(), catalog.as_ref())?;
         routes.add_service(
             RecommenderServer::new(RecommenderService::new(rec.clone(), config.recommender.max_results))
                 .max_decoding_message_size(max_msg)

@@ -164,7 +164,7 @@ pub fn eval(config: &Config, command: EvalCommand) -> anyhow::Result<()> {
     };
     let mut all = config.clone();
     all.server.role = watchnext_core::Role::All;
-    let hosted = crate::generators::build_with(&all, false, false)?;
+    let hosted = crate::generators::build_with(&all, false, None)?;
     let generators: Vec<_> = hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
     let options = watchnext_eval::generators::EvalOptions { ks: k, max_cases: users, ..Default::default() };
     if let Some(sequence) = &hosted.sequence {

@@ -85,16 +85,27 @@ pub fn load_newest_sequence_model(g: &SequenceGenerator, root: &std::path::Path)
     }
 }
 
-/// Builds the generators `role` hosts and gives them the catalogue.
-pub fn build(config: &Config) -> anyhow::Result<Hosted> {
-    build_with(config, true, true)
+/// Reads the data folder's catalogue, if there is one yet.
+pub fn read_catalog(config: &Config) -> anyhow::Result<Option<Arc<Catalog>>> {
+    let path = DataDir::new(&config.data.dir).catalog();
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let catalog = Catalog::read(&path).with_context(|| format!("loading the catalogue {}", path.display()))?;
+    Ok(Some(Arc::new(catalog)))
+}
+
+/// Builds the generators `role` hosts, with their persisted state, and
+/// gives them `catalog`.
+pub fn build(config: &Config, catalog: Option<&Arc<Catalog>>) -> anyhow::Result<Hosted> {
+    build_with(config, true, catalog)
 }
 
 /// Builds the generators `role` hosts: with their persisted state when
-/// `load_snapshot` (the co-watch snapshot, the newest sequence model) and
-/// with the catalogue when `load_catalog`. Offline evaluation passes
-/// `false`, `false`: it trains on its own split.
-pub fn build_with(config: &Config, load_snapshot: bool, load_catalog: bool) -> anyhow::Result<Hosted> {
+/// `load_snapshot` (the co-watch snapshot, the newest sequence model), and
+/// gives them `catalog`. Offline evaluation passes `false` and no
+/// catalogue: it trains on its own split and hands the catalogue over itself.
+pub fn build_with(config: &Config, load_snapshot: bool, catalog: Option<&Arc<Catalog>>) -> anyhow::Result<Hosted> {
     let role = config.server.role;
     let data = DataDir::new(&config.data.dir);
     let mut hosted = Hosted {
@@ -136,21 +147,20 @@ pub fn build_with(config: &Config, load_snapshot: bool, load_catalog: bool) -> a
         let g = watchnext_context::ContextGenerator::new(c).context("configuration key `generators.context`")?;
         hosted.generators.push((Role::Context, Arc::new(g), 1));
     }
-    let catalog_path = data.catalog();
-    if !load_catalog {
+    if hosted.generators.is_empty() {
         return Ok(hosted);
     }
-    if !hosted.generators.is_empty() && catalog_path.is_file() {
-        let catalog = Arc::new(
-            Catalog::read(&catalog_path)
-                .with_context(|| format!("loading the catalogue {}", catalog_path.display()))?,
-        );
-        for (_, g, _) in &hosted.generators {
-            g.update_catalog(&catalog);
+    match catalog {
+        Some(catalog) => {
+            for (_, g, _) in &hosted.generators {
+                g.update_catalog(catalog);
+            }
+            tracing::info!(videos = catalog.len(), "catalogue loaded into the generators");
         }
-        tracing::info!(videos = catalog.len(), "catalogue loaded into the generators");
-    } else if !hosted.generators.is_empty() {
-        tracing::warn!(path = %catalog_path.display(), "no catalogue yet: generators answer with empty lists");
+        None if load_snapshot => {
+            tracing::warn!(path = %data.catalog().display(), "no catalogue yet: generators answer with empty lists");
+        }
+        None => {}
     }
     Ok(hosted)
 }

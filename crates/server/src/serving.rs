@@ -26,9 +26,9 @@ use watchnext_recommender::{
 
 use crate::{app::ProcessInfo, generators::Hosted};
 
-/// The ranker of this process, with the catalogue and the newest model
-/// under `<data>/models` loaded when there are.
-pub fn build_ranker(config: &Config) -> anyhow::Result<Arc<Ranker>> {
+/// The ranker of this process, with `catalog` and the newest model under
+/// `<data>/models` when there are.
+pub fn build_ranker(config: &Config, catalog: Option<&Arc<Catalog>>) -> anyhow::Result<Arc<Ranker>> {
     let trainer = crate::training::trainer_config(config)?;
     let schema = FeatureSchema::new(trainer.features)
         .map_err(|e| anyhow::anyhow!("configuration key `trainer.features`: {e}"))?;
@@ -40,13 +40,10 @@ pub fn build_ranker(config: &Config) -> anyhow::Result<Arc<Ranker>> {
     };
     let session = watchnext_onnx::SessionOptions::from(&config.onnx);
     let ranker = Arc::new(Ranker::new(settings, schema, runtime, session).context("configuration section `ranker`")?);
-    let data = DataDir::new(&config.data.dir);
-    if data.catalog().is_file() {
-        let catalog =
-            Catalog::read(&data.catalog()).with_context(|| format!("reading {}", data.catalog().display()))?;
-        ranker.update_catalog(&Arc::new(catalog));
+    if let Some(catalog) = catalog {
+        ranker.update_catalog(catalog);
     }
-    load_newest_model(&ranker, &data.models());
+    load_newest_model(&ranker, &DataDir::new(&config.data.dir).models());
     Ok(ranker)
 }
 
@@ -101,6 +98,7 @@ pub fn build_recommender(
     hosted: &Hosted,
     ranker: Option<Arc<Ranker>>,
     log: Option<&watchnext_feedback::FeedbackLog>,
+    catalog: Option<&Arc<Catalog>>,
 ) -> anyhow::Result<Arc<Recommender>> {
     let r = &config.recommender;
     let settings = Settings::from_values(&r.fanout, &r.combiner, &r.arms)?;
@@ -147,11 +145,8 @@ pub fn build_recommender(
     let history = Arc::new(RecentWatches::new(settings.fanout.history_len.max(1)));
     let rec = Recommender::new(settings, r.max_candidates as usize, generators, ranker, impressions, history.clone())?;
     let rec = Arc::new(rec);
-    let data = DataDir::new(&config.data.dir);
-    if data.catalog().is_file()
-        && let Ok(catalog) = Catalog::read(&data.catalog())
-    {
-        rec.update_catalog(&Arc::new(catalog));
+    if let Some(catalog) = catalog {
+        rec.update_catalog(catalog);
     }
     // Recent watches: from this process's log, or the feedback role's Tail.
     match (log, e.feedback.is_empty()) {

@@ -283,18 +283,8 @@ pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
 
 /// The newest model directory (by manifest creation time) under `models`.
 fn newest_model(models: &Path) -> anyhow::Result<PathBuf> {
-    let mut best: Option<(i64, PathBuf)> = None;
-    let entries = std::fs::read_dir(models)
-        .with_context(|| format!("{}: no models yet; run `watchnext train` first", models.display()))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if let Ok(m) = watchnext_core::model::ModelManifest::read(&path)
-            && best.as_ref().is_none_or(|(t, _)| m.created_ms > *t)
-        {
-            best = Some((m.created_ms, path));
-        }
-    }
-    best.map(|(_, p)| p)
+    watchnext_ranker::newest_model_dir(models)
+        .map(|(dir, _)| dir)
         .ok_or_else(|| anyhow::anyhow!("{}: no model directory found; run `watchnext train` first", models.display()))
 }
 
