@@ -10,7 +10,9 @@
 //!   minutes (see the HNSW section of BENCHMARKS.md).
 //!
 //! Set-up timings (training, model load, index build, index memory) are
-//! printed once per case. `SEQUENCE_BENCH_1M=0` skips the 1M case.
+//! printed once per case. `SEQUENCE_BENCH_1M=0` skips the 1M case;
+//! `SEQUENCE_BENCH_1M_HNSW_RS=1` adds `hnsw_rs` (the default) at 1M, whose
+//! build takes several minutes here.
 
 use std::{hint::black_box, time::Instant};
 
@@ -181,6 +183,12 @@ fn bench(c: &mut Criterion) {
         .collect();
     let g = generator("flat_hnsw", 100, &dir, "large_1m");
     run(c, "large_1m/flat_hnsw", &g, &queries);
+    drop(g);
+    if std::env::var("SEQUENCE_BENCH_1M_HNSW_RS").is_ok_and(|v| v == "1") {
+        // The default index at 1M videos: minutes to build, hence opt-in.
+        let g = generator("hnsw_rs", 100, &dir, "large_1m");
+        run(c, "large_1m/hnsw_rs", &g, &queries);
+    }
 }
 
 criterion_group!(benches, bench);
