@@ -22,7 +22,9 @@ pub struct CowatchConfig {
     /// watches (the most recent first).
     pub window_size: usize,
     /// T: previous watches older than this many minutes (event time) leave
-    /// the window; 0 = no time limit (only `window_size` applies).
+    /// the window; 0 = no time limit (only `window_size` and
+    /// `distance_decay` apply: a user's taste does not expire, and a
+    /// catalogue watched in sessions days apart still pairs).
     pub window_minutes: u32,
     /// γ: a pair at distance d in the window (1 = the watch just before)
     /// gets weight γ^(d−1); 1 = every pair in the window counts fully.
@@ -38,8 +40,16 @@ pub struct CowatchConfig {
     /// synthetic world, the feedback log of the server), or the pair counts
     /// twice.
     pub click_weight: f32,
-    /// Half-life of every count, in hours of event time.
+    /// Half-life of every count, in hours of event time (see
+    /// `half_life_min_watches`).
     pub half_life_hours: f64,
+    /// The decay clock advances with event time, but by at most
+    /// `half_life_hours / half_life_min_watches` per watch observed: a
+    /// half-life passes only when at least this many watches of newer
+    /// evidence arrived, so a busy service forgets at `half_life_hours`
+    /// while a small or sparse log (MovieLens: 100k ratings over 22 years)
+    /// is not forgotten between its rare watches. 0 = event time alone.
+    pub half_life_min_watches: u64,
     /// K: the most neighbours one video keeps.
     pub max_neighbours: usize,
     /// Budget of the video tables (neighbour lists, totals, id interning), in
@@ -56,36 +66,47 @@ pub struct CowatchConfig {
     /// c the decayed co-watch count, so pairs seen once or twice cannot top a
     /// list on a lucky coincidence. 0 = no shrinkage.
     pub shrinkage: f32,
-    /// When the query video has fewer than `blend_below` scored neighbours,
-    /// neighbours of the user's last `blend_history` distinct history videos
-    /// are blended in; 0 = never.
+    /// Besides the query video, the user's last `blend_history` distinct
+    /// history videos are asked too, and a candidate's score is the sum of
+    /// its weighted scores; 0 = the query video alone.
     pub blend_history: usize,
-    /// See `blend_history`.
+    /// Ask the history only when the query video has fewer than this many
+    /// scored neighbours; 0 = always (the default).
     pub blend_below: usize,
-    /// A blended candidate's score is its score for history video j
-    /// (0 = most recent) times `blend_weight`/(j + 1), below the query
-    /// video's own neighbours of similar strength.
+    /// Weight of the most recent history video (the query video weighs 1).
     pub blend_weight: f32,
+    /// Recency decay of the history videos: the j-th most recent
+    /// (j = 0, 1, …) weighs `blend_weight`·`blend_decay`^j.
+    pub blend_decay: f32,
+    /// Of each video asked (the query video and the history videos), only
+    /// its strongest this many neighbours by decayed co-watch count are
+    /// scored: a request looks up at most (1 + `blend_history`) × this many
+    /// rows. The rest of the K kept only make the strongest counts exact
+    /// (scoring all 256 found nothing more under `eval generators`).
+    pub scored_neighbours: usize,
 }
 
 impl Default for CowatchConfig {
     fn default() -> Self {
         Self {
             window_size: 10,
-            window_minutes: 120,
-            distance_decay: 0.8,
+            window_minutes: 0,
+            distance_decay: 0.9,
             weight_by_watch_fraction: true,
             min_watch_weight: 0.1,
             click_weight: 0.0,
             half_life_hours: 7.0 * 24.0,
-            max_neighbours: 64,
+            half_life_min_watches: 1_000_000,
+            max_neighbours: 256,
             memory_budget_bytes: 1 << 30,
             evict_fraction: 0.1,
             max_users: 1_000_000,
             shrinkage: 2.0,
-            blend_history: 3,
-            blend_below: 10,
+            blend_history: 4,
+            blend_below: 0,
             blend_weight: 0.5,
+            blend_decay: 0.8,
+            scored_neighbours: 64,
         }
     }
 }
@@ -147,12 +168,25 @@ impl CowatchConfig {
         if !(self.blend_weight.is_finite() && (0.0..=1.0).contains(&self.blend_weight)) {
             return Err(bad("blend_weight", format!("is {}; must be within 0..=1", self.blend_weight)));
         }
+        if !(self.blend_decay.is_finite() && (0.0..=1.0).contains(&self.blend_decay)) {
+            return Err(bad("blend_decay", format!("is {}; must be within 0..=1", self.blend_decay)));
+        }
+        if self.scored_neighbours == 0 {
+            return Err(bad("scored_neighbours", "is 0; must be at least 1".into()));
+        }
         Ok(())
     }
 
     /// The half-life in milliseconds.
     pub(crate) fn half_life_ms(&self) -> f64 {
         self.half_life_hours * 3_600_000.0
+    }
+
+    /// The most the decay clock advances per watch, in ms (at least 1);
+    /// `None` = no limit (event time alone).
+    pub(crate) fn decay_step_ms(&self) -> Option<i64> {
+        (self.half_life_min_watches > 0)
+            .then(|| ((self.half_life_ms() / self.half_life_min_watches as f64).round() as i64).max(1))
     }
 
     /// T in milliseconds; `None` when unlimited.
@@ -180,7 +214,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         type Mutation = fn(&mut CowatchConfig);
-        let cases: [(&str, Mutation); 13] = [
+        let cases: [(&str, Mutation); 15] = [
             ("window_size", |c| c.window_size = 0),
             ("distance_decay", |c| c.distance_decay = 0.0),
             ("distance_decay", |c| c.distance_decay = f32::NAN),
@@ -194,6 +228,8 @@ mod tests {
             ("shrinkage", |c| c.shrinkage = f32::INFINITY),
             ("blend_history", |c| c.blend_history = 1_000),
             ("blend_weight", |c| c.blend_weight = 1.5),
+            ("blend_decay", |c| c.blend_decay = -0.1),
+            ("scored_neighbours", |c| c.scored_neighbours = 0),
         ];
         for (field, mutate) in cases {
             let mut config = CowatchConfig::default();

@@ -21,7 +21,7 @@ pub enum CowatchError {
     #[error("{} is not a co-watch snapshot (it does not start with the snapshot magic bytes)", path.display())]
     NotASnapshot { path: PathBuf },
     /// A snapshot written by another format version.
-    #[error("co-watch snapshot {} has format version {found}; this build reads version {supported}", path.display())]
+    #[error("co-watch snapshot {} has format version {found}; this build reads versions 1 to {supported}", path.display())]
     UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
     /// The snapshot is damaged (truncated, bit flips, impossible values);
     /// nothing of it was loaded.

@@ -3,7 +3,7 @@
 //! eviction under the memory budget, and the memory report.
 
 use std::{
-    collections::{HashSet, hash_map::RandomState},
+    collections::{HashMap, HashSet, hash_map::RandomState},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed},
@@ -22,7 +22,7 @@ use crate::{
     config::CowatchConfig,
     error::CowatchError,
     hash::MixState,
-    table::{VideoRow, decay},
+    table::{Neighbour, VideoRow, decay},
     window::{UserWindow, WindowEntry},
 };
 
@@ -82,9 +82,14 @@ pub struct CowatchGenerator {
     /// The next id to hand out. Ids are never reused, so a neighbour entry
     /// naming an evicted video can never point at another one.
     pub(crate) next_id: AtomicU64,
-    /// The generator's clock: the latest event time seen (Unix ms). Decay
-    /// is measured in event time, so replaying a log reproduces the tables.
+    /// The generator's clock: the latest event time seen (Unix ms).
     pub(crate) clock_ms: AtomicI64,
+    /// The decay clock, which rows' times are measured in (see the crate
+    /// documentation, "Time decay"). It follows event time, so replaying a
+    /// log reproduces the tables.
+    pub(crate) decay: Mutex<DecayClock>,
+    /// The most the decay clock advances per watch (from the config).
+    decay_step_ms: Option<i64>,
     /// Rows in `rows` (kept apart so the budget check costs two loads).
     pub(crate) videos: AtomicUsize,
     /// Heap bytes owned by rows: names and neighbour lists' capacity.
@@ -132,6 +137,10 @@ pub struct CowatchStats {
     pub refused_videos: u64,
     /// The clock: the latest event time seen, Unix ms.
     pub clock_ms: i64,
+    /// The decay clock (ms; equal to `clock_ms` while watches arrive faster
+    /// than one per `half_life_hours / half_life_min_watches`, behind it
+    /// when they are sparser).
+    pub decay_clock_ms: i64,
     /// The memory estimate.
     pub memory: MemoryReport,
 }
@@ -171,16 +180,6 @@ impl std::fmt::Debug for CowatchGenerator {
     }
 }
 
-/// One scored candidate before names are resolved into `VideoId`s.
-struct Scored {
-    /// s(a, b), times the blending weight for a history video's neighbour.
-    score: f64,
-    /// Interned id (breaking ties).
-    id: u32,
-    /// The candidate's name, read with its total.
-    name: Arc<str>,
-}
-
 /// What `generate` must not return: the query video and the user's history.
 struct Exclusion<'a> {
     query: &'a str,
@@ -194,6 +193,11 @@ impl<'a> Exclusion<'a> {
         let history = &query.history;
         let set = (history.len() > LINEAR_HISTORY).then(|| history.0.iter().map(|e| e.video.as_str()).collect());
         Self { query: query.query_video.as_str(), history, set }
+    }
+
+    /// How many videos it names at most.
+    fn len(&self) -> usize {
+        1 + self.history.len()
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -226,6 +230,8 @@ impl CowatchGenerator {
             windows: DashMap::with_hasher_and_shard_amount(RandomState::new(), SHARDS),
             next_id: AtomicU64::new(0),
             clock_ms: AtomicI64::new(i64::MIN),
+            decay: Mutex::new(DecayClock::START),
+            decay_step_ms: config.decay_step_ms(),
             videos: AtomicUsize::new(0),
             table_heap: AtomicI64::new(0),
             users: AtomicUsize::new(0),
@@ -293,6 +299,11 @@ impl CowatchGenerator {
         self.counters.pair_updates.fetch_add(pair_updates, Relaxed);
     }
 
+    /// The decay clock now (`i64::MIN` before the first watch).
+    pub(crate) fn decay_now(&self) -> i64 {
+        self.decay.lock().unwrap_or_else(PoisonError::into_inner).decay_ms
+    }
+
     /// One watch of `event.video` at `t` with weight `weight`; returns the pairs updated.
     fn observe_watch(
         &self,
@@ -303,12 +314,14 @@ impl CowatchGenerator {
         present: &mut Vec<(u32, f32)>,
     ) -> u64 {
         self.clock_ms.fetch_max(t, Relaxed);
+        // The rows count in decay time, the user's window in event time.
+        let (window_t, t) = (t, self.decay.lock().unwrap_or_else(PoisonError::into_inner).tick(t, self.decay_step_ms));
         let Some(b) = self.intern(event.video.as_str(), t) else {
             self.counters.refused_videos.fetch_add(1, Relaxed);
             return 0;
         };
         pairs.clear();
-        self.push_window(event.user.as_str(), WindowEntry { id: b, t_ms: t, weight }, pairs);
+        self.push_window(event.user.as_str(), WindowEntry { id: b, t_ms: window_t, weight }, pairs);
 
         // a → b first, one row at a time (never two row guards at once, so
         // two rows in one shard cannot deadlock); remember which a's still
@@ -460,74 +473,87 @@ impl CowatchGenerator {
         self.counters.evicted_users.fetch_add(evicted as u64, Relaxed);
     }
 
-    /// Scores the neighbours of `id` at time `now_ms` and appends them,
-    /// multiplied by `weight`, skipping excluded videos.
-    fn score_neighbours(&self, id: u32, now_ms: i64, weight: f64, exclude: &Exclusion<'_>, out: &mut Vec<Scored>) {
+    /// Scores the neighbours of query video `id` and adds weight · s(id, b)
+    /// to each neighbour b's entry in `acc` (see the crate documentation,
+    /// "Score"). Returns whether the video is tracked.
+    fn score_neighbours(&self, id: u32, weight: f64, acc: &mut Accumulator) -> bool {
         // Copy the row and let go of it before looking up the neighbours
         // (a neighbour may live in the same shard).
-        let Some((neighbours, total, base_ms)) =
-            self.rows.get(&id).map(|row| (row.neighbours.clone(), row.total, row.base_ms))
-        else {
-            return;
+        let Some(a) = self.rows.get(&id).map(|row| {
+            acc.list.clear();
+            acc.list.extend_from_slice(&row.neighbours);
+            RowTime::of(&row)
+        }) else {
+            return false;
         };
-        let hl = self.half_life_ms;
-        let fa = decay(base_ms, now_ms, hl);
-        let n_a = f64::from(total) * fa;
+        let limit = self.config.scored_neighbours;
+        if acc.list.len() > limit {
+            // The strongest `limit` by evidence (one row's scale: no decay needed).
+            acc.list.select_nth_unstable_by(limit, |x, y| y.evidence().total_cmp(&x.evidence()));
+            acc.list.truncate(limit);
+        }
         let beta = f64::from(self.config.shrinkage);
-        for nb in &neighbours {
-            let c = f64::from(nb.evidence()) * fa;
-            if c.is_nan() || c <= f64::MIN_POSITIVE {
+        let hl = self.half_life_ms;
+        let fa = decay(a.base_ms, a.touched_ms, hl);
+        let n_a = a.total * fa;
+        for i in 0..acc.list.len() {
+            let nb = acc.list[i];
+            let evidence = nb.evidence();
+            if evidence <= 0.0 || nb.id == id {
                 continue;
             }
-            let Some((n_b, name)) = self
-                .rows
-                .get(&nb.id)
-                .map(|row| (f64::from(row.total) * decay(row.base_ms, now_ms, hl), row.name.clone()))
-            else {
-                continue; // evicted since
+            // A neighbour already met (through another query video) is not
+            // looked up again.
+            let slot = match acc.index.get(&nb.id) {
+                Some(&slot) => slot,
+                None => {
+                    let Some(b) = self.rows.get(&nb.id).map(|row| RowTime::of(&row)) else {
+                        continue; // evicted since
+                    };
+                    acc.index.insert(nb.id, acc.scored.len());
+                    acc.scored.push((nb.id, 0.0));
+                    acc.rows.push(b);
+                    acc.scored.len() - 1
+                }
             };
-            if exclude.contains(&name) {
-                continue;
-            }
-            let score = cosine_shrunk(c, n_a, n_b, beta) * weight;
+            let n_b = partner_total(a.touched_ms, &acc.rows[slot], hl);
+            let score = cosine_shrunk(f64::from(evidence) * fa, n_a, n_b, beta) * weight;
             if score.is_finite() && score > 0.0 {
-                out.push(Scored { score, id: nb.id, name });
+                acc.scored[slot].1 += score;
             }
         }
+        true
     }
 
-    /// The normalised score of b as a neighbour of a, now (`None` when b is
-    /// not among a's neighbours or either is unknown).
+    /// The score s(a, b) of b as a neighbour of a (`None` when b is not
+    /// among a's neighbours or either is unknown); what `generate` ranks a's
+    /// neighbours by (see the crate documentation, "Score").
     pub fn score(&self, a: &str, b: &str) -> Option<f32> {
-        let now = self.clock_ms.load(Relaxed);
         let ia = *self.ids.get(a)?;
         let ib = *self.ids.get(b)?;
-        let (nb, total, base) = {
+        let (evidence, ra) = {
             let row = self.rows.get(&ia)?;
-            (*row.neighbours.iter().find(|n| n.id == ib)?, row.total, row.base_ms)
+            (row.neighbours.iter().find(|n| n.id == ib)?.evidence(), RowTime::of(&row))
         };
-        let fa = decay(base, now, self.half_life_ms);
-        let n_b = self.rows.get(&ib).map(|r| f64::from(r.total) * decay(r.base_ms, now, self.half_life_ms))?;
-        let c = f64::from(nb.evidence()) * fa;
-        Some(cosine_shrunk(c, f64::from(total) * fa, n_b, f64::from(self.config.shrinkage)) as f32)
+        let rb = self.rows.get(&ib).map(|row| RowTime::of(&row))?;
+        Some(pair_score(&ra, f64::from(evidence), &rb, self.half_life_ms, f64::from(self.config.shrinkage)) as f32)
     }
 
-    /// The decayed co-watch evidence c(a, b) now (SpaceSaving lower bound).
+    /// The decayed co-watch evidence c(a, b) (SpaceSaving lower bound) at
+    /// a's last update, as the score reads it.
     pub fn cowatch_count(&self, a: &str, b: &str) -> Option<f32> {
-        let now = self.clock_ms.load(Relaxed);
         let ia = *self.ids.get(a)?;
         let ib = *self.ids.get(b)?;
         let row = self.rows.get(&ia)?;
         let nb = row.neighbours.iter().find(|n| n.id == ib)?;
-        Some((f64::from(nb.evidence()) * decay(row.base_ms, now, self.half_life_ms)) as f32)
+        Some((f64::from(nb.evidence()) * decay(row.base_ms, row.touched_ms, self.half_life_ms)) as f32)
     }
 
-    /// The decayed watch total n(v) now.
+    /// The decayed watch total n(v) at v's last update.
     pub fn watch_total(&self, video: &str) -> Option<f32> {
-        let now = self.clock_ms.load(Relaxed);
         let id = *self.ids.get(video)?;
         let row = self.rows.get(&id)?;
-        Some((f64::from(row.total) * decay(row.base_ms, now, self.half_life_ms)) as f32)
+        Some((f64::from(row.total) * decay(row.base_ms, row.touched_ms, self.half_life_ms)) as f32)
     }
 
     /// How many neighbours `video` keeps (at most K), `None` if untracked.
@@ -558,6 +584,7 @@ impl CowatchGenerator {
             evicted_users: self.counters.evicted_users.load(Relaxed),
             refused_videos: self.counters.refused_videos.load(Relaxed),
             clock_ms: self.clock_ms.load(Relaxed),
+            decay_clock_ms: self.decay_now(),
             memory: self.memory(),
         }
     }
@@ -580,6 +607,28 @@ impl CowatchGenerator {
         format!("cowatch@{}", self.counters.events.load(Relaxed))
     }
 
+    /// The query videos of a request, with their weights: the query video
+    /// (1), then the last `blend_history` distinct videos of the history,
+    /// the j-th most recent (j = 0, 1, …) weighted `blend_weight`·`blend_decay`^j.
+    fn query_videos<'q>(&self, query: &'q Query) -> Vec<(&'q str, f64)> {
+        let name = query.query_video.as_str();
+        let mut out: Vec<(&str, f64)> = Vec::with_capacity(self.config.blend_history + 1);
+        out.push((name, 1.0));
+        let mut weight = f64::from(self.config.blend_weight);
+        for entry in query.history.0.iter().rev() {
+            if out.len() > self.config.blend_history {
+                break;
+            }
+            let h = entry.video.as_str();
+            if out.iter().any(|(v, _)| *v == h) {
+                continue;
+            }
+            out.push((h, weight));
+            weight *= f64::from(self.config.blend_decay);
+        }
+        out
+    }
+
     /// The answer for `query` (see [`Generator::generate`] and the crate
     /// documentation, "Serving").
     pub fn candidates(&self, query: &Query, max: usize) -> Generated {
@@ -595,65 +644,160 @@ impl CowatchGenerator {
         if max == 0 {
             return Generated { candidates: Vec::new(), note: String::new(), version };
         }
-        let now = self.clock_ms.load(Relaxed);
-        let exclude = Exclusion::new(query);
-        let mut scored = Vec::new();
-        let own_id = self.ids.get(name).map(|id| *id);
-        if let Some(id) = own_id {
-            self.score_neighbours(id, now, 1.0, &exclude, &mut scored);
-        }
-        let own = scored.len();
-        let mut blended = 0usize;
-        if own < self.config.blend_below.min(max) && self.config.blend_history > 0 {
-            let mut seen: Vec<&str> = Vec::with_capacity(self.config.blend_history);
-            for entry in query.history.0.iter().rev() {
-                let h = entry.video.as_str();
-                if h == name || seen.contains(&h) {
-                    continue;
-                }
-                seen.push(h);
-                if let Some(id) = self.ids.get(h).map(|id| *id) {
-                    let weight = f64::from(self.config.blend_weight) / (blended + 1) as f64;
-                    self.score_neighbours(id, now, weight, &exclude, &mut scored);
-                    blended += 1;
-                }
-                if seen.len() == self.config.blend_history {
-                    break;
-                }
+        let queries = self.query_videos(query);
+        let mut acc =
+            Accumulator::with_capacity(queries.len() * self.config.scored_neighbours.min(self.config.max_neighbours));
+        let (mut own_known, mut own, mut blended) = (false, 0usize, 0usize);
+        for (j, &(video, weight)) in queries.iter().enumerate() {
+            if j > 0 && (weight <= 0.0 || (self.config.blend_below > 0 && own >= self.config.blend_below.min(max))) {
+                break;
+            }
+            let Some(id) = self.ids.get(video).map(|id| *id) else { continue };
+            let known = self.score_neighbours(id, weight, &mut acc);
+            if j == 0 {
+                own_known = known;
+                own = acc.scored.len();
+            } else if known {
+                blended += 1;
             }
         }
-        let from_history = scored.len() - own;
-        // Merge: a candidate reached from several videos keeps its best score.
-        // By name, not id: a video evicted and re-interned while this request
-        // read its rows can appear under its old and its new id.
-        scored.sort_unstable_by(|a, b| a.name.cmp(&b.name).then(b.score.total_cmp(&a.score)));
-        scored.dedup_by(|later, kept| later.name == kept.name);
-        scored.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        let candidates: Vec<Candidate> = scored
-            .iter()
-            .filter_map(|s| {
-                VideoId::parse("video_id", &s.name).ok().map(|video| Candidate { video, score: s.score as f32 })
-            })
-            .take(max)
-            .collect();
+        let from_history = acc.scored.len() - own;
+        let candidates = self.best(&mut acc.scored, &Exclusion::new(query), max);
         let note = if candidates.is_empty() {
-            match own_id {
-                None => format!(
+            if own_known {
+                format!("query video `{name}` has no co-watch neighbours yet (outside the user's history)")
+            } else {
+                format!(
                     "query video `{name}` is unknown to the co-watch tables (never watched, or evicted), and the \
                      user's recent history offers no co-watch neighbours"
-                ),
-                Some(_) => format!("query video `{name}` has no co-watch neighbours yet (outside the user's history)"),
+                )
             }
-        } else if from_history > 0 {
+        } else if from_history > 0 && own == 0 {
             format!(
-                "query video `{name}` has {own} co-watch neighbours; blended in neighbours of the user's last {blended} \
-                 history videos"
+                "query video `{name}` has no co-watch neighbours; blended in those of the user's last {blended} history videos"
             )
         } else {
             String::new()
         };
         Generated { candidates, note, version }
     }
+
+    /// The best `max` of `scored` (merged by id), best first, with names;
+    /// skips excluded videos, evicted ones and a name seen under two ids (a
+    /// video evicted and re-interned while the request read its rows).
+    fn best(&self, scored: &mut Vec<(u32, f64)>, exclude: &Exclusion<'_>, max: usize) -> Vec<Candidate> {
+        let order = |x: &(u32, f64), y: &(u32, f64)| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0));
+        scored.retain(|s| s.1 > 0.0);
+        // Only the best few need sorting: at most the history and the
+        // query video can be skipped before `max` are found.
+        let head = (max + exclude.len() + 1).min(scored.len());
+        if head < scored.len() {
+            scored.select_nth_unstable_by(head, order);
+        }
+        scored[..head].sort_unstable_by(order);
+        let mut out: Vec<Candidate> = Vec::with_capacity(max.min(scored.len()));
+        let mut names: HashSet<Arc<str>, MixState> = HashSet::with_capacity_and_hasher(out.capacity(), MixState);
+        let mut sorted_all = head == scored.len();
+        let mut i = 0;
+        while out.len() < max && i < scored.len() {
+            if i == head && !sorted_all {
+                scored[head..].sort_unstable_by(order);
+                sorted_all = true;
+            }
+            let (id, score) = scored[i];
+            i += 1;
+            let Some(name) = self.rows.get(&id).map(|row| row.name.clone()) else { continue };
+            if exclude.contains(&name) || !names.insert(name.clone()) {
+                continue;
+            }
+            if let Ok(video) = VideoId::parse("video_id", &name) {
+                out.push(Candidate { video, score: score as f32 });
+            }
+        }
+        out
+    }
+}
+
+/// One request's scores: candidate id → slot in `scored` (its summed
+/// score) and `rows` (its row's total and times, looked up once).
+struct Accumulator {
+    index: HashMap<u32, usize, MixState>,
+    scored: Vec<(u32, f64)>,
+    rows: Vec<RowTime>,
+    /// The neighbour list of the video being asked, copied.
+    list: Vec<Neighbour>,
+}
+
+impl Accumulator {
+    /// Room for `candidates` without growing.
+    fn with_capacity(candidates: usize) -> Self {
+        Self {
+            index: HashMap::with_capacity_and_hasher(candidates, MixState),
+            scored: Vec::with_capacity(candidates),
+            rows: Vec::with_capacity(candidates),
+            list: Vec::new(),
+        }
+    }
+}
+
+/// The decay clock and the event time it last advanced with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DecayClock {
+    pub event_ms: i64,
+    pub decay_ms: i64,
+}
+
+impl DecayClock {
+    pub const START: Self = Self { event_ms: i64::MIN, decay_ms: i64::MIN };
+
+    /// Advances to a watch at event time `t_ms` and returns the watch's
+    /// decay time: the clock moves with event time, by at most `step_ms`
+    /// per watch; a watch older than the latest counts at most one step
+    /// before the clock (its own time when there is no step limit).
+    pub fn tick(&mut self, t_ms: i64, step_ms: Option<i64>) -> i64 {
+        if self.event_ms == i64::MIN {
+            *self = Self { event_ms: t_ms, decay_ms: t_ms };
+            return t_ms;
+        }
+        let lag = self.event_ms.saturating_sub(t_ms);
+        if lag < 0 {
+            let advance = step_ms.map_or(-lag, |s| s.min(-lag));
+            self.decay_ms = self.decay_ms.saturating_add(advance);
+            self.event_ms = t_ms;
+            return self.decay_ms;
+        }
+        self.decay_ms.saturating_sub(step_ms.map_or(lag, |s| s.min(lag)))
+    }
+}
+
+/// What the score needs of a row: its stored total, the time of its decay
+/// scale and its last update.
+struct RowTime {
+    total: f64,
+    base_ms: i64,
+    touched_ms: i64,
+}
+
+impl RowTime {
+    fn of(row: &VideoRow) -> Self {
+        Self { total: f64::from(row.total), base_ms: row.base_ms, touched_ms: row.touched_ms }
+    }
+}
+
+/// s(a, b) for the stored evidence `evidence` of b in a's row (see the crate
+/// documentation, "Score" and "Time decay"): everything is read at a's own
+/// last update t_a, except n(b), read at max(t_a, t_b), so neither an old
+/// row's evidence nor a partner watched since can underflow or be inflated.
+fn pair_score(a: &RowTime, evidence: f64, b: &RowTime, half_life_ms: f64, beta: f64) -> f64 {
+    let fa = decay(a.base_ms, a.touched_ms, half_life_ms);
+    let c = evidence * fa;
+    let n_a = a.total * fa;
+    cosine_shrunk(c, n_a, partner_total(a.touched_ms, b, half_life_ms), beta)
+}
+
+/// n(b) as a's score reads it: at max(t_a, t_b).
+fn partner_total(a_touched_ms: i64, b: &RowTime, half_life_ms: f64) -> f64 {
+    b.total * decay(b.base_ms, a_touched_ms.max(b.touched_ms), half_life_ms)
 }
 
 /// The normalised score: cosine c/√(n_a·n_b) times the shrinkage c/(c + β).
@@ -690,7 +834,6 @@ impl Generator for CowatchGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Neighbour;
 
     #[test]
     fn cosine_is_one_for_inseparable_pairs_and_shrinks_rare_ones() {

@@ -22,17 +22,25 @@ use watchnext_core::ids::{UserId, VideoId};
 use crate::{
     config::{CowatchConfig, MAX_NEIGHBOURS_LIMIT, MAX_WINDOW_LIMIT},
     error::CowatchError,
-    generator::{CowatchGenerator, name_heap_bytes},
+    generator::{CowatchGenerator, DecayClock, name_heap_bytes},
     table::{Neighbour, VideoRow, list_capacity},
     window::{UserWindow, WindowEntry},
 };
 
 /// The file's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"WNCOWTCH";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes; it reads this one and version 1.
+///
+/// Version 2 added the decay clock to the header; the rows' times are in
+/// decay time. A version-1 file (rows in event time) loads as it is, with
+/// the decay clock set to the event clock: event time is a valid decay
+/// time (the one a service whose watches never came sparser than one per
+/// `half_life_hours / half_life_min_watches` would have).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the header, its checksum included.
-pub const HEADER_BYTES: usize = 44;
+pub const HEADER_BYTES: usize = 52;
+/// Bytes of a version-1 header.
+const HEADER_BYTES_V1: usize = 44;
 /// Record tags.
 const RECORD: u8 = 1;
 const END: u8 = 0;
@@ -117,6 +125,7 @@ impl CowatchGenerator {
 
     fn write_body<W: Write>(&self, out: &mut W, covered_seq: u64) -> io::Result<(u64, u64, i64)> {
         let clock_ms = self.clock_ms.load(Relaxed);
+        let decay_ms = self.decay_now();
         let mut header = Vec::with_capacity(HEADER_BYTES);
         header.extend_from_slice(&MAGIC);
         header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -124,6 +133,7 @@ impl CowatchGenerator {
         header.extend_from_slice(&covered_seq.to_le_bytes());
         header.extend_from_slice(&clock_ms.to_le_bytes());
         header.extend_from_slice(&self.next_id.load(Relaxed).to_le_bytes());
+        header.extend_from_slice(&decay_ms.to_le_bytes());
         let crc = crc32c::crc32c(&header);
         header.extend_from_slice(&crc.to_le_bytes());
         out.write_all(&header)?;
@@ -318,7 +328,7 @@ impl<R: Read> Loader<R> {
 
     fn load_into(&mut self, g: &CowatchGenerator, file_len: u64) -> Result<SnapshotInfo, CowatchError> {
         // The header: magic (is it ours?), checksum, version (can we read it?).
-        if file_len < (HEADER_BYTES + 4) as u64 {
+        if file_len < (HEADER_BYTES_V1 + 4) as u64 {
             let mut head = Vec::new();
             (&mut self.file).take(8).read_to_end(&mut head).map_err(|e| self.io(e))?;
             return Err(if !head.is_empty() && MAGIC.starts_with(&head) {
@@ -327,7 +337,21 @@ impl<R: Read> Loader<R> {
                 CowatchError::NotASnapshot { path: self.path.clone() }
             });
         }
-        let header: [u8; HEADER_BYTES] = self.bytes()?;
+        let head: [u8; HEADER_BYTES_V1] = self.bytes()?;
+        if head[..8] != MAGIC {
+            return Err(CowatchError::NotASnapshot { path: self.path.clone() });
+        }
+        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        // A version-1 header is 44 bytes, a version-2 one 52; an unknown
+        // version is reported as such when either checksum holds (its header
+        // is intact), as damage otherwise.
+        let v1_intact = crc32c::crc32c(&head[..HEADER_BYTES_V1 - 4])
+            == u32::from_le_bytes([head[40], head[41], head[42], head[43]]);
+        let mut header = head.to_vec();
+        if version != 1 && !(version != FORMAT_VERSION && v1_intact) {
+            header.extend_from_slice(&self.bytes::<{ HEADER_BYTES - HEADER_BYTES_V1 }>()?);
+        }
+        let len = header.len();
         let field = |at: usize| -> [u8; 8] {
             let mut b = [0u8; 8];
             b.copy_from_slice(&header[at..at + 8]);
@@ -338,18 +362,14 @@ impl<R: Read> Loader<R> {
             b.copy_from_slice(&header[at..at + 4]);
             b
         };
-        if field(0) != MAGIC {
-            return Err(CowatchError::NotASnapshot { path: self.path.clone() });
-        }
-        if crc32c::crc32c(&header[..HEADER_BYTES - 4]) != u32::from_le_bytes(half(HEADER_BYTES - 4)) {
+        if crc32c::crc32c(&header[..len - 4]) != u32::from_le_bytes(half(len - 4)) {
             return Err(self.corrupt("header checksum mismatch"));
         }
-        let version = u32::from_le_bytes(half(8));
         let flags = u32::from_le_bytes(half(12));
         let covered_seq = u64::from_le_bytes(field(16));
         let clock_ms = i64::from_le_bytes(field(24));
         let next_id = u64::from_le_bytes(field(32));
-        if version != FORMAT_VERSION {
+        if version != 1 && version != FORMAT_VERSION {
             return Err(CowatchError::UnsupportedVersion {
                 path: self.path.clone(),
                 found: version,
@@ -361,6 +381,10 @@ impl<R: Read> Loader<R> {
         }
         if next_id > u64::from(u32::MAX) {
             return Err(self.corrupt(format!("next id {next_id} is beyond the id space")));
+        }
+        let decay_ms = if version == 1 { clock_ms } else { i64::from_le_bytes(field(40)) };
+        if decay_ms > clock_ms {
+            return Err(self.corrupt(format!("the decay clock {decay_ms} is ahead of the clock {clock_ms}")));
         }
 
         let k = g.config.max_neighbours;
@@ -458,6 +482,8 @@ impl<R: Read> Loader<R> {
 
         g.next_id.store(next_id, Relaxed);
         g.clock_ms.store(clock_ms, Relaxed);
+        *g.decay.lock().unwrap_or_else(PoisonError::into_inner) =
+            if clock_ms == i64::MIN { DecayClock::START } else { DecayClock { event_ms: clock_ms, decay_ms } };
         g.videos.store(g.rows.len(), Relaxed);
         g.table_heap.store(table_heap as i64, Relaxed);
         g.users.store(g.windows.len(), Relaxed);

@@ -38,10 +38,12 @@ impl Neighbour {
 pub(crate) struct VideoRow {
     /// The video's id as the catalogue spells it (shared with the interner).
     pub name: Arc<str>,
-    /// Event time (Unix ms) at which the stored values are true values:
-    /// true value at time t = stored · 2^(−(t − base_ms)/half-life).
+    /// Decay time (ms, see the crate documentation, "Time decay") at which
+    /// the stored values are true values: true value at time t =
+    /// stored · 2^(−(t − base_ms)/half-life).
     pub base_ms: i64,
-    /// Last event time that touched the row (recency for eviction).
+    /// Last decay time that touched the row: the time the score reads the
+    /// row at, and its recency for eviction.
     pub touched_ms: i64,
     /// n(v): decayed sum of the video's watch weights, in the row's scale.
     pub total: f32,

@@ -90,8 +90,9 @@ fn new_events_change_the_answer_immediately() {
 
 #[test]
 fn old_pairs_fade_relative_to_new_ones() {
+    // Event time alone drives the decay here (no minimum of watches per half-life).
     let run = |half_life_hours: f64| {
-        let g = generator(CowatchConfig { half_life_hours, ..CowatchConfig::default() });
+        let g = generator(CowatchConfig { half_life_hours, half_life_min_watches: 0, ..CowatchConfig::default() });
         for u in 0..10 {
             g.observe(&session(&format!("old{u}"), &["a", "b"], T0 + u * 3 * MINUTE));
         }
@@ -113,8 +114,68 @@ fn old_pairs_fade_relative_to_new_ones() {
 }
 
 #[test]
+fn a_sparse_log_fades_only_as_newer_watches_arrive() {
+    // A half-life needs 100 watches: the same ten half-lives of event time
+    // with only four watches in between fade nothing...
+    let config = CowatchConfig { half_life_hours: 24.0, half_life_min_watches: 100, ..CowatchConfig::default() };
+    let g = generator(config.clone());
+    for u in 0..10 {
+        g.observe(&session(&format!("old{u}"), &["a", "b"], T0 + u * 3 * MINUTE));
+    }
+    let later = T0 + 240 * HOUR;
+    for u in 0..2 {
+        g.observe(&session(&format!("new{u}"), &["a", "c"], later + u * 3 * MINUTE));
+    }
+    assert_eq!(ids(&g, "a", 10), ["b", "c"], "four watches are not ten half-lives of evidence");
+    let stats = g.stats();
+    assert!(stats.clock_ms - stats.decay_clock_ms > 239 * HOUR, "{stats:?}");
+    // ...while 1,000 watches of other videos over the next ten days (ten
+    // half-lives by both measures) do.
+    for i in 0..500 {
+        g.observe(&session(&format!("busy{i}"), &["x", "y"], later + HOUR + i * 29 * MINUTE));
+    }
+    for u in 0..2 {
+        g.observe(&session(&format!("newer{u}"), &["a", "c"], later + 250 * HOUR + u * 3 * MINUTE));
+    }
+    assert_eq!(ids(&g, "a", 10), ["c", "b"]);
+    // With event time alone, the first four watches already faded b.
+    let timed = generator(CowatchConfig { half_life_min_watches: 0, ..config });
+    for u in 0..10 {
+        timed.observe(&session(&format!("old{u}"), &["a", "b"], T0 + u * 3 * MINUTE));
+    }
+    for u in 0..2 {
+        timed.observe(&session(&format!("new{u}"), &["a", "c"], later + u * 3 * MINUTE));
+    }
+    assert_eq!(ids(&timed, "a", 10), ["c", "b"]);
+}
+
+#[test]
+fn old_but_only_evidence_is_never_wiped() {
+    // A one-hour half-life and 2,000 hours of other activity afterwards:
+    // 2^-2000 underflows even a double, but a row is read at its own last
+    // update, so `a` still answers with what it has.
+    let g = generator(CowatchConfig { half_life_hours: 1.0, half_life_min_watches: 0, ..CowatchConfig::default() });
+    for u in 0..3 {
+        g.observe(&session(&format!("old{u}"), &["a", "b", "c"], T0 + u * 3 * MINUTE));
+    }
+    g.observe(&session("old3", &["a", "b"], T0 + 10 * MINUTE));
+    g.observe(&session("today", &["x", "y"], T0 + 2_000 * HOUR));
+    assert_eq!(ids(&g, "a", 10), ["b", "c"]);
+    assert!(g.score("a", "b").unwrap() > 0.1, "{:?}", g.score("a", "b"));
+    // Asked with old and new history alike, both rows contribute.
+    let out = g.generate(&query_with_history("a", &["x"]), 10);
+    let got: Vec<_> = out.candidates.iter().map(|c| c.video.as_str()).collect();
+    assert_eq!(got, ["b", "c", "y"]);
+}
+
+#[test]
 fn the_window_bounds_pairs_by_count_time_and_distance() {
-    let g = generator(CowatchConfig { window_size: 2, window_minutes: 30, ..CowatchConfig::default() });
+    let g = generator(CowatchConfig {
+        window_size: 2,
+        window_minutes: 30,
+        distance_decay: 0.8,
+        ..CowatchConfig::default()
+    });
     g.observe(&session("u", &["a", "b", "c", "d"], T0));
     assert_eq!(ids(&g, "a", 10), ["b", "c"], "d is beyond the last 2");
     g.observe(&[watch("u", "e", T0 + 4 * MINUTE + 31 * MINUTE)]);
@@ -169,6 +230,60 @@ fn the_query_and_watched_videos_are_excluded_and_unknown_queries_say_why() {
     assert!(out.note.contains("unknown") && out.note.contains("`unknown`"), "{}", out.note);
     let scores: Vec<f32> = g.generate(&query("a"), 10).candidates.iter().map(|c| c.score).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+}
+
+#[test]
+fn the_recent_history_is_always_asked_too_and_scores_add_up() {
+    // Each pair is watched by 3 users: q and h1 share `both`; h1 and h2
+    // are alike (two partners each), so only the query weights tell n1
+    // from n2.
+    let g = generator(CowatchConfig { half_life_hours: 1e5, ..CowatchConfig::default() });
+    let mut t = T0;
+    let pairs = [("q", "own"), ("q", "both"), ("h1", "both"), ("h1", "n1"), ("h2", "n2"), ("h2", "m2"), ("h5", "n5")];
+    for (a, b) in pairs {
+        for u in 0..3 {
+            t += HOUR;
+            g.observe(&session(&format!("{a}-{b}-{u}"), &[a, b], t));
+        }
+    }
+    let s = |a: &str, b: &str| g.score(a, b).unwrap();
+    assert!((s("h1", "n1") - s("h2", "n2")).abs() < 1e-6);
+    // History oldest first: h5 … h2, h1; `blend_history` = 4 asks h1
+    // (weight 0.5), h2 (0.4), h3 and h4 (unknown), not h5.
+    let out = g.generate(&query_with_history("q", &["h5", "h4", "h3", "h2", "h1"]), 10);
+    let got: Vec<(&str, f32)> = out.candidates.iter().map(|c| (c.video.as_str(), c.score)).collect();
+    let names: Vec<&str> = got.iter().map(|(v, _)| *v).collect();
+    assert_eq!(names[..3], ["both", "own", "n1"], "{got:?}");
+    assert!(names[3..] == ["n2", "m2"] || names[3..] == ["m2", "n2"], "{got:?}");
+    let expect = [
+        s("q", "both") + 0.5 * s("h1", "both"),
+        s("q", "own"),
+        0.5 * s("h1", "n1"),
+        0.4 * s("h2", names[3]),
+        0.4 * s("h2", names[4]),
+    ];
+    for ((_, score), want) in got.iter().zip(expect) {
+        assert!((score - want).abs() < 1e-5, "{got:?} vs {expect:?}");
+    }
+    assert!(s("q", "both") < s("q", "own"), "`both` tops the list only through the sum");
+    assert!(out.note.is_empty(), "{}", out.note);
+    // The old rule is still available: ask the history only for a query
+    // video with fewer than `blend_below` neighbours.
+    let config = CowatchConfig { half_life_hours: 1e5, blend_below: 2, ..CowatchConfig::default() };
+    let strict = generator(config);
+    let mut t = T0;
+    for (a, b) in [("q", "own"), ("q", "both"), ("h1", "n1")] {
+        t += HOUR;
+        strict.observe(&session(&format!("{a}-{b}"), &[a, b], t));
+    }
+    let got: Vec<_> = strict
+        .generate(&query_with_history("q", &["h1"]), 10)
+        .candidates
+        .into_iter()
+        .map(|c| c.video.to_string())
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(!got.contains(&"n1".to_owned()), "{got:?}");
 }
 
 #[test]

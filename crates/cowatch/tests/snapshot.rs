@@ -67,6 +67,11 @@ fn a_round_trip_answers_exactly_like_the_live_tables() {
     assert_eq!(answers(&loaded), expected);
     assert_eq!(loaded.memory(), live.memory());
     assert_eq!(loaded.stats().clock_ms, live.stats().clock_ms);
+    // Watches 7 s apart, a half-life per 1M watches: the decay clock lags
+    // the event clock, and the snapshot keeps it.
+    let decay = live.stats().decay_clock_ms;
+    assert!(decay < live.stats().clock_ms - 60_000, "{:?}", live.stats());
+    assert_eq!(loaded.stats().decay_clock_ms, decay);
 }
 
 #[test]
@@ -148,15 +153,63 @@ fn truncated_or_damaged_snapshots_are_refused() {
     assert!(err.to_string().contains("bad.snap"), "{err}");
     assert!(matches!(load(&dir.path().join("missing")), Err(CowatchError::Io { .. })));
     let mut newer = good.clone();
-    newer[8] = 2;
+    newer[8] = 3;
     let crc = crc32c(&newer[..HEADER_BYTES - 4]);
     newer[HEADER_BYTES - 4..HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&bad, &newer).unwrap();
     let err = load(&bad).map(|_| ()).unwrap_err();
-    assert!(matches!(err, CowatchError::UnsupportedVersion { found: 2, supported: 1, .. }), "{err}");
+    assert!(matches!(err, CowatchError::UnsupportedVersion { found: 3, supported: 2, .. }), "{err}");
+    assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+    // A version-3 header laid out like version 1's is named as such too.
+    let mut newer_v1 = as_version_1(&good);
+    newer_v1[8] = 3;
+    let crc = crc32c(&newer_v1[..40]);
+    newer_v1[40..44].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&bad, &newer_v1).unwrap();
+    let err = load(&bad).map(|_| ()).unwrap_err();
+    assert!(matches!(err, CowatchError::UnsupportedVersion { found: 3, .. }), "{err}");
 
     // The good file still loads.
     assert!(load(&path).is_ok());
+}
+
+/// The same snapshot in format version 1: a 44-byte header without the
+/// decay clock (the rows' times were event times then).
+fn as_version_1(v2: &[u8]) -> Vec<u8> {
+    let mut out = v2[..40].to_vec();
+    out[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&v2[HEADER_BYTES..v2.len() - 4]);
+    let crc = crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_version_1_snapshot_still_loads_with_the_decay_clock_at_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cowatch.snap");
+    // With event time alone the decay clock is the event clock, as version 1 assumed.
+    let config = CowatchConfig { half_life_min_watches: 0, ..CowatchConfig::default() };
+    let events = stream(5, T0);
+    let (head, tail) = events.split_at(events.len() / 2);
+    let live = generator(config.clone());
+    live.observe(head);
+    live.snapshot(&path, head.len() as u64).unwrap();
+    let old = dir.path().join("v1.snap");
+    std::fs::write(&old, as_version_1(&std::fs::read(&path).unwrap())).unwrap();
+
+    let (loaded, info) = CowatchGenerator::load(&old, config).unwrap();
+    assert_eq!(info.covered_seq, head.len() as u64);
+    assert_eq!(info.bytes, std::fs::metadata(&path).unwrap().len() - 8);
+    let stats = loaded.stats();
+    assert_eq!((stats.clock_ms, stats.decay_clock_ms), (live.stats().clock_ms, live.stats().clock_ms));
+    assert_eq!(answers(&loaded), answers(&live));
+    live.observe(tail);
+    loaded.observe(tail);
+    assert_eq!(answers(&loaded), answers(&live), "and it goes on from there");
+    assert_eq!(loaded.stats().decay_clock_ms, live.stats().decay_clock_ms);
 }
 
 /// CRC32C (Castagnoli), bitwise: the test's own, independent of the crate's.

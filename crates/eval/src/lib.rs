@@ -9,11 +9,15 @@
 //!   (catalogue + `observe` of the earlier events, in time order); each is
 //!   then asked for candidates for the user's previous watch as the query
 //!   video, with the earlier watches as history. Recall@K, HR@K and NDCG@K
-//!   of each generator, of their union (reciprocal-rank fusion) and of a
-//!   popularity baseline are reported side by side. On the synthetic world
+//!   of each generator, of their union (reciprocal-rank fusion), of a
+//!   popularity baseline and of the item co-occurrence baseline are
+//!   reported side by side. On the synthetic world
 //!   the same lists are also scored against **ground truth**: NDCG@K with
 //!   the true click probability as graded relevance, against the ideal list
 //!   over the whole catalogue.
+//! - [`cooccurrence`]: the textbook item co-occurrence generator (pairs
+//!   within a window of 10 watches, count/√(pop·pop), summed over the last 5
+//!   watched videos), the bar the co-watch generator must clear.
 //! - [`holdout`]: held-out next watches after a time split and recall@K
 //!   against a random list, the quick check generator crates run in their
 //!   own tests.
@@ -22,6 +26,7 @@
 //!   reports, text drawn with a system font when one is found.
 
 pub mod charts;
+pub mod cooccurrence;
 pub mod generators;
 pub mod holdout;
 pub mod metrics;
