@@ -336,6 +336,10 @@ impl Generator for ContextGenerator {
         );
     }
 
+    fn sync(&self) {
+        self.publish();
+    }
+
     fn observe(&self, events: &[Event]) {
         let c = &self.config;
         let mut w = lock(&self.writer);

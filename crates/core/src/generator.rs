@@ -69,4 +69,12 @@ pub trait Generator: Send + Sync + std::fmt::Debug {
     /// Feedback events just made durable, in log order, for generators that
     /// learn online. Called from a blocking thread; must not block for long.
     fn observe(&self, _events: &[Event]) {}
+
+    /// Makes every observed event visible to `generate` now. A generator that
+    /// publishes its state on a wall-clock cadence (context's trending lists)
+    /// does it here; a replay of a log, which observes far faster than real
+    /// time, calls it on the serving cadence in event time so that each
+    /// replayed request sees what a live request would have seen. Most
+    /// generators show every event at once and need nothing.
+    fn sync(&self) {}
 }

@@ -3,6 +3,13 @@
 //! request's history from it (for the ranker's features and to filter
 //! watched videos), the sequence generator encodes it.
 //!
+//! [`remember`] is the one rule every history builder follows — this store
+//! at serving, the trainer's point-in-time replay when it rebuilds a past
+//! request's history — so a history feature means the same in training and
+//! at serving: a video watched again moves to the most recent place instead
+//! of appearing twice, and only the `per_user` most recent distinct videos
+//! are kept.
+//!
 //! Video ids are interned once (a `u32` per id), so a watch costs 16 bytes
 //! (video, time, seconds watched) and a user about `per_user × 16 + 100`
 //! bytes (100k users with 50 watches each ≈ 90 MB). Users are never
@@ -25,6 +32,19 @@ struct Watch {
     video: u32,
     seconds: f32,
     at_ms: i64,
+}
+
+/// Appends `entry` to `ring` (oldest first): an entry for the same video
+/// (`same`) is removed first, so a re-watch moves to the most recent place,
+/// and the oldest entries go beyond `cap` (at least 1).
+pub fn remember<T>(ring: &mut VecDeque<T>, entry: T, cap: usize, same: impl Fn(&T, &T) -> bool) {
+    if let Some(at) = ring.iter().position(|e| same(e, &entry)) {
+        ring.remove(at);
+    }
+    while ring.len() >= cap.max(1) {
+        ring.pop_front();
+    }
+    ring.push_back(entry);
 }
 
 /// Recent watches per user, updated concurrently with reads.
@@ -53,20 +73,17 @@ impl RecentWatches {
         })
     }
 
-    /// Records the watch events among `events` (in log order); a video
-    /// watched again moves to the most recent place.
+    /// Records the watch events among `events` (in log order), by [`remember`].
     pub fn observe(&self, events: &[Event]) {
         for e in events {
             let EventKind::Watch { seconds_watched, .. } = e.kind else { continue };
             let id = self.intern(&e.video);
-            let mut ring = self.users.entry(e.user.clone()).or_default();
-            if let Some(at) = ring.iter().position(|w| w.video == id) {
-                ring.remove(at);
-            }
-            if ring.len() == self.per_user {
-                ring.pop_front();
-            }
-            ring.push_back(Watch { video: id, seconds: seconds_watched, at_ms: e.timestamp_ms });
+            let mut ring = match self.users.get_mut(&e.user) {
+                Some(ring) => ring,
+                None => self.users.entry(e.user.clone()).or_default(),
+            };
+            let watch = Watch { video: id, seconds: seconds_watched, at_ms: e.timestamp_ms };
+            remember(&mut ring, watch, self.per_user, |a, b| a.video == b.video);
         }
     }
 
@@ -92,6 +109,11 @@ impl RecentWatches {
                 })
             })
             .collect()
+    }
+
+    /// How many recent watches of `user` are kept (0 for an unknown user).
+    pub fn count(&self, user: &UserId) -> usize {
+        self.users.get(user).map_or(0, |ring| ring.len())
     }
 
     /// Users seen.

@@ -16,6 +16,7 @@
 //!   the two cannot drift apart.
 //! - [`model`]: the model contract (a model directory's manifest).
 
+pub mod candidates;
 pub mod catalog;
 pub mod config;
 pub mod datadir;

@@ -11,10 +11,12 @@
 //!    yet) is left out without flagging the answer — that is the
 //!    deployment's state, shown by its health, not a fault. Only when
 //!    *every* generator fails is the request an error (FAILED_PRECONDITION).
-//! 4. **Merge**: one candidate per video with every source that proposed
-//!    it (provenance); the query video and the history are removed; the
-//!    candidates are ordered by reciprocal-rank fusion of the generator
-//!    lists (k = 60) and capped at `max_candidates`.
+//! 4. **Merge** ([`watchnext_core::candidates::merge`], the code the
+//!    trainer's replay runs too): one candidate per video with every source
+//!    that proposed it (provenance); the query video, the history and videos
+//!    uploaded after the request's time are removed; the candidates are
+//!    ordered by reciprocal-rank fusion of the generator lists (k = 60) and
+//!    capped at `max_candidates`.
 //! 5. **Rank** all candidates in one call with the arm's model version.
 //!    If the ranker fails or is late, the list is ordered by the fusion
 //!    score instead, flagged degraded.
@@ -26,17 +28,19 @@
 //!    `durable_impressions`.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use watchnext_core::{
+    candidates,
     catalog::Catalog,
     event::{Event, EventKind, FeatureVector, Impression, Source, source_name},
     history::RecentWatches,
     ids::VideoId,
+    model::TaskSpec,
     request::{History, Query, RankCandidate},
 };
 
@@ -46,12 +50,6 @@ use crate::{
     combiner,
     config::{ConfigError, Settings, check_weights},
 };
-
-/// Rank constant of the reciprocal-rank fusion.
-const RRF_K: f64 = 60.0;
-
-/// Every generator that proposed a video, with its score.
-type Provenance = Vec<(Source, f32)>;
 
 /// One returned item.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +71,19 @@ pub struct Recommendation {
     pub model_version: String,
     pub arm: String,
     pub degraded_reasons: Vec<String>,
+}
+
+/// What one request went through ([`Recommender::recommend_traced`]).
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Each generator that answered, with its list (best first).
+    pub lists: Vec<candidates::SourceList>,
+    /// The merged candidates in fused (pre-ranking) order.
+    pub candidates: Vec<candidates::Merged>,
+    /// The ranked model's tasks (empty when the ranker did not answer).
+    pub tasks: Vec<TaskSpec>,
+    /// `candidates × tasks`, in `candidates` order.
+    pub predictions: Vec<f32>,
 }
 
 /// A request that cannot be answered.
@@ -222,10 +233,56 @@ impl Recommender {
     /// `grpc-timeout`), `None` for the configured default.
     pub async fn recommend(
         &self,
+        query: Query,
+        num_results: usize,
+        arm: &str,
+        deadline: Option<Duration>,
+    ) -> Result<Recommendation, RecommendError> {
+        self.answer(query, num_results, arm, deadline, None).await
+    }
+
+    /// [`Recommender::recommend`], also returning what the request went
+    /// through (each generator's list, the merged candidates, the ranker's
+    /// predictions), for offline evaluation of every stage of one request.
+    pub async fn recommend_traced(
+        &self,
+        query: Query,
+        num_results: usize,
+        arm: &str,
+        deadline: Option<Duration>,
+    ) -> Result<(Recommendation, Trace), RecommendError> {
+        let mut trace = Trace::default();
+        let r = self.answer(query, num_results, arm, deadline, Some(&mut trace)).await?;
+        Ok((r, trace))
+    }
+
+    /// The `n` best of a traced request's candidates under other combiner
+    /// `weights` (tasks not named keep the arm's), with the per-topic cap;
+    /// `None` when the request was not ranked.
+    pub fn reorder(&self, trace: &Trace, arm: &str, weights: &BTreeMap<String, f32>, n: usize) -> Option<Vec<VideoId>> {
+        if trace.tasks.is_empty() {
+            return None;
+        }
+        let mut w = self.weights.load().for_arm(arm);
+        w.extend(weights.iter().map(|(k, v)| (k.clone(), *v)));
+        let terms = combiner::terms(&trace.tasks, &w, &self.settings.combiner.inverted_tasks);
+        let t = trace.tasks.len();
+        let mut scored: Vec<(usize, f32)> = (0..trace.candidates.len())
+            .map(|i| (i, combiner::score(&terms, &trace.predictions[i * t..(i + 1) * t])))
+            .collect();
+        let videos = &trace.candidates;
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| videos[a.0].video.cmp(&videos[b.0].video)));
+        let order = self.diversify(&scored.iter().map(|s| &videos[s.0].video).collect::<Vec<_>>(), n);
+        Some(order.into_iter().map(|k| videos[scored[k].0].video.clone()).collect())
+    }
+
+    async fn answer(
+        &self,
         mut query: Query,
         num_results: usize,
         arm: &str,
         deadline: Option<Duration>,
+        mut trace: Option<&mut Trace>,
     ) -> Result<Recommendation, RecommendError> {
         let started = Instant::now();
         let f = &self.settings.fanout;
@@ -307,25 +364,15 @@ impl Recommender {
         }
 
         // Merge with provenance; drop the query video and the history.
-        let excluded: HashSet<&VideoId> =
-            query.history.0.iter().map(|h| &h.video).chain([&query.query_video]).collect();
-        let mut merged: HashMap<&VideoId, (f64, Provenance)> = HashMap::new();
-        for (source, list) in &lists {
-            for (rank, (video, score)) in list.iter().enumerate() {
-                if excluded.contains(video) {
-                    continue;
-                }
-                let entry = merged.entry(video).or_default();
-                entry.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
-                if !entry.1.iter().any(|(s, _)| s == source) {
-                    entry.1.push((*source, *score));
-                }
-            }
-        }
-        let mut fused: Vec<(&VideoId, f64, Provenance)> =
-            merged.into_iter().map(|(v, (fused, sources))| (v, fused, sources)).collect();
-        fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        fused.truncate(self.max_candidates);
+        let catalog = self.catalog.load();
+        let fused = candidates::merge(
+            &lists,
+            &candidates::excluded(&query),
+            catalog.as_deref(),
+            query.context.time_ms,
+            self.max_candidates,
+        );
+        drop(catalog);
         if fused.is_empty() {
             let why: Vec<String> = reasons.into_iter().chain(not_ready).chain(notes).collect();
             return Err(RecommendError::NoCandidates(if why.is_empty() {
@@ -334,10 +381,13 @@ impl Recommender {
                 why.join("; ")
             }));
         }
+        let fused_scores: Vec<f64> = fused.iter().map(|c| c.fused).collect();
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.candidates.clone_from(&fused);
+            trace.lists = std::mem::take(&mut lists);
+        }
         let candidates: Arc<Vec<RankCandidate>> =
-            Arc::new(fused.iter().map(|(v, _, s)| RankCandidate { video: (*v).clone(), sources: s.clone() }).collect());
-        let fused_scores: Vec<f64> = fused.iter().map(|c| c.1).collect();
-        drop(fused);
+            Arc::new(fused.into_iter().map(|m| RankCandidate { video: m.video, sources: m.sources }).collect());
 
         // Rank (all candidates in one call) and combine.
         let ranked = match &self.ranker {
@@ -379,6 +429,10 @@ impl Recommender {
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| candidates[a.0].video.cmp(&candidates[b.0].video)));
         let order = self.diversify(&scored.iter().map(|s| &candidates[s.0].video).collect::<Vec<_>>(), num_results);
         let mut ranked = ranked;
+        if let (Some(trace), Some(r)) = (trace, ranked.as_ref()) {
+            trace.tasks.clone_from(&r.tasks);
+            trace.predictions.clone_from(&r.predictions);
+        }
         let mut features = ranked.as_mut().map(|r| std::mem::take(&mut r.features)).unwrap_or_default();
         let mut model_version = String::new();
         let mut tasks = Vec::new();

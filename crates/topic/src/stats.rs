@@ -25,7 +25,7 @@
 //! strength `k` — a Beta-prior posterior mean, so a video with no feedback
 //! sits at `m` and a few outcomes move it only a little.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Half-lives past `T_ref` after which the masses are rebased (2^256 is far
 /// from `f64`'s range, yet rebasing stays rare: 256 half-lives).
@@ -52,6 +52,9 @@ pub(crate) struct VideoStats {
     ref_ms: i64,
     /// Popularity half-life `h`, ms.
     half_life_ms: f64,
+    /// The latest watch added, ms: popularity is never read at an earlier
+    /// time (see [`VideoStats::decay_to`]).
+    latest_ms: AtomicI64,
 }
 
 fn pack(sum: f32, weight: f32) -> u64 {
@@ -65,13 +68,19 @@ fn unpack(bits: u64) -> (f32, f32) {
 impl VideoStats {
     /// Empty statistics for `n` videos with reference time `ref_ms`.
     pub(crate) fn new(n: usize, ref_ms: i64, half_life_ms: i64) -> Self {
-        Self { cells: (0..n).map(|_| Cell::default()).collect(), ref_ms, half_life_ms: half_life_ms as f64 }
+        Self {
+            cells: (0..n).map(|_| Cell::default()).collect(),
+            ref_ms,
+            half_life_ms: half_life_ms as f64,
+            latest_ms: AtomicI64::new(i64::MIN),
+        }
     }
 
     /// Statistics for a new catalogue generation of `n` videos: video `i`
     /// takes the values of video `old_of[i]` in `self` (`None`: new video).
     pub(crate) fn remapped(&self, n: usize, old_of: &[Option<u32>]) -> Self {
         let out = Self::new(n, self.ref_ms, self.half_life_ms as i64);
+        out.latest_ms.store(self.latest_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         for (i, old) in old_of.iter().enumerate().take(n) {
             if let Some(from) = old.and_then(|o| self.cells.get(o as usize)) {
                 out.cells[i].mass.store(from.mass.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -85,6 +94,7 @@ impl VideoStats {
     pub(crate) fn rebased(&self, ref_ms: i64) -> Self {
         let factor = (-((ref_ms - self.ref_ms) as f64 / self.half_life_ms).clamp(-MAX_EXPONENT, MAX_EXPONENT)).exp2();
         let out = Self::new(self.cells.len(), ref_ms, self.half_life_ms as i64);
+        out.latest_ms.store(self.latest_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         for (to, from) in out.cells.iter().zip(self.cells.iter()) {
             let mass = f64::from_bits(from.mass.load(Ordering::Relaxed)) * factor;
             to.mass.store(mass.to_bits(), Ordering::Relaxed);
@@ -106,6 +116,7 @@ impl VideoStats {
     /// Adds a watch of weight `w` at `t_ms` to video `i` (single writer).
     pub(crate) fn add_watch(&self, i: usize, t_ms: i64, w: f64) {
         let Some(cell) = self.cells.get(i).map(|c| &c.mass) else { return };
+        self.latest_ms.fetch_max(t_ms, Ordering::Relaxed);
         let exponent = ((t_ms - self.ref_ms) as f64 / self.half_life_ms).clamp(-MAX_EXPONENT, REBASE_HALF_LIVES);
         let mass = f64::from_bits(cell.load(Ordering::Relaxed)) + w * exponent.exp2();
         cell.store(mass.to_bits(), Ordering::Relaxed);
@@ -121,6 +132,12 @@ impl VideoStats {
     /// The multiplier turning a mass into a decayed count at `t_ms`:
     /// `n̂_v(t) = mass(v)·decay_to(t)`.
     pub(crate) fn decay_to(&self, t_ms: i64) -> f64 {
+        // A request stamped before watches already counted (a replayed or
+        // evaluated request, a client's stale clock) reads popularity as of
+        // the latest watch: a forward-decayed mass cannot take the later
+        // watches back out, and reading it earlier would inflate them by
+        // 2^(age / h) instead of ignoring them.
+        let t_ms = t_ms.max(self.latest_ms.load(Ordering::Relaxed));
         (-((t_ms - self.ref_ms) as f64 / self.half_life_ms).clamp(-MAX_EXPONENT, MAX_EXPONENT)).exp2()
     }
 
@@ -153,6 +170,21 @@ mod tests {
         let n1 = stats.mass(1) * stats.decay_to(at);
         assert!((n0 - (0.125 + 0.5)).abs() < 1e-12, "{n0}");
         assert!((n1 - 1.0).abs() < 1e-12, "{n1}");
+    }
+
+    #[test]
+    fn popularity_is_never_read_before_the_latest_watch() {
+        let stats = VideoStats::new(1, 0, H);
+        stats.add_watch(0, 10 * H, 1.0);
+        let now = stats.mass(0) * stats.decay_to(10 * H);
+        // Ten half-lives before that watch: not 2^10 = 1024 watches, the count as of the watch.
+        let earlier = stats.mass(0) * stats.decay_to(0);
+        assert!((now - 1.0).abs() < 1e-12 && (earlier - 1.0).abs() < 1e-12, "{now} {earlier}");
+        // Rebased and remapped statistics keep the clamp.
+        let rebased = stats.rebased(5 * H);
+        assert!((rebased.mass(0) * rebased.decay_to(0) - 1.0).abs() < 1e-9);
+        let moved = stats.remapped(1, &[Some(0)]);
+        assert!((moved.mass(0) * moved.decay_to(0) - 1.0).abs() < 1e-9);
     }
 
     #[test]
