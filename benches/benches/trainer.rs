@@ -178,8 +178,7 @@ fn breakdown(name: &str, model: &Model, tr: &Examples, va: &Examples) {
             let t1 = Instant::now();
             let fwd = model.forward(&batch, true).expect("forward");
             let t2 = Instant::now();
-            let (labels, mask) = batch.labels.as_ref().expect("labels");
-            let (loss, _) = model.loss(&fwd, labels, mask).expect("loss");
+            let (loss, _) = model.loss(&fwd, &batch).expect("loss");
             let t3 = Instant::now();
             let grads = loss.backward().expect("backward");
             let t4 = Instant::now();

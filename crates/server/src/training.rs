@@ -254,7 +254,9 @@ pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
         checkpoint_dir: None,
         resume: args.resume,
     };
-    let outcome = pipeline::run_training(&run).with_context(|| format!("training on {}", data.root().display()))?;
+    let loader = crate::examples::ServingExamples { config };
+    let outcome =
+        pipeline::run_training(&run, &loader).with_context(|| format!("training on {}", data.root().display()))?;
     println!(
         "trained {} on {} rows ({} validation, {} test) in {:.0}s; best epoch {} of {}",
         outcome.model_version,
@@ -296,7 +298,8 @@ pub fn eval_model(config: &Config, args: ModelEvalArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => newest_model(&data.models())?,
     };
-    let outcome = pipeline::run_eval(&dir, data.root(), !args.quiet)
+    let loader = crate::examples::ServingExamples { config };
+    let outcome = pipeline::run_eval(&dir, data.root(), &loader, !args.quiet)
         .with_context(|| format!("evaluating {} on {}", dir.display(), data.root().display()))?;
     println!("{} on {} test rows:", outcome.model_version, outcome.test_rows);
     for m in &outcome.metrics {
@@ -366,7 +369,8 @@ pub fn compare(config: &Config, args: CompareArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let progress = !args.quiet;
     let started = std::time::Instant::now();
-    let (split, summary) = pipeline::load_split(data.root(), &base, progress)?;
+    let loader = crate::examples::ServingExamples { config };
+    let (split, summary) = pipeline::load_split(data.root(), &base, &loader, progress)?;
     let world = if data.world_config().is_file() {
         Some(watchnext_world::World::build(&watchnext_world::WorldConfig::read(&data.world_config())?)?)
     } else {
@@ -414,6 +418,7 @@ pub fn compare(config: &Config, args: CompareArgs) -> anyhow::Result<()> {
             args.conflict_events,
             &base,
             &out.join("conflict"),
+            &loader,
             progress,
         )?;
         md.push_str(&format!(

@@ -69,12 +69,18 @@ pub fn small_trainer_config(seed: u64) -> watchnext_trainer::config::TrainerConf
     }
 }
 
-/// Trains a small ranking model on the log in `dir` and writes it to
-/// `dir/models/<version>`, as `watchnext train` does; returns its directory.
+/// Trains a small ranking model on the logged impressions in `dir` (quick:
+/// no replay of the serving pipeline, whose own tests live with the trainer
+/// and the `train` command) and writes it to `dir/models/<version>`, as
+/// `watchnext train` does; returns its directory.
 pub fn train_ranker(dir: &Path, version: &str, seed: u64) -> anyhow::Result<std::path::PathBuf> {
     let out = watchnext_core::datadir::DataDir::new(dir).models().join(version);
+    let config = watchnext_trainer::config::TrainerConfig {
+        examples: watchnext_trainer::config::ExampleSource::Logged,
+        ..small_trainer_config(seed)
+    };
     let run = watchnext_trainer::pipeline::TrainRun {
-        config: small_trainer_config(seed),
+        config,
         data_dir: dir.to_owned(),
         out_dir: out.clone(),
         model_version: version.to_owned(),
@@ -82,7 +88,7 @@ pub fn train_ranker(dir: &Path, version: &str, seed: u64) -> anyhow::Result<std:
         checkpoint_dir: None,
         resume: false,
     };
-    watchnext_trainer::pipeline::run_training(&run)?;
+    watchnext_trainer::pipeline::run_training(&run, &watchnext_trainer::pipeline::LoggedExamples { history_len: 50 })?;
     Ok(out)
 }
 

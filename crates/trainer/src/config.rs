@@ -125,6 +125,130 @@ pub enum BiasFeature {
     Device,
 }
 
+/// Where the training examples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExampleSource {
+    /// A point-in-time replay of the serving pipeline over the log
+    /// (`crate::replay`): the candidates the generators would have proposed
+    /// at each logged moment, with their provenance, labelled by what the
+    /// user did next; logged impressions join them.
+    Replay,
+    /// Only the logged impressions, with features computed from the log
+    /// (the first trainer's data; kept for comparisons).
+    Logged,
+}
+
+/// Which videos are the negatives of a replayed moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Negatives {
+    /// Sampled uniformly from the moment's own candidates (what the ranker
+    /// orders at serving); positives outside the candidates are left out.
+    Candidates,
+    /// Sampled uniformly from the catalogue (the classic implicit-feedback
+    /// set-up); every positive is kept.
+    Random,
+}
+
+/// How the click task's loss is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClickLoss {
+    /// Binary cross-entropy per row (the paper's point-wise objective).
+    Pointwise,
+    /// A softmax over the rows of each request (or replayed moment): −log of
+    /// the softmax weight of each clicked row, plus `softmax_bce_weight` ×
+    /// the point-wise loss, which keeps the output a calibrated probability
+    /// for the combiner.
+    Softmax,
+}
+
+/// The point-wise replay's settings (`[trainer.replay]`; see `crate::replay`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// Share of the log's events, in time order, that only warm the online
+    /// generators up and train the replay's own sequence model: examples
+    /// come from the moments after it, so the sequence model never scores
+    /// what it was trained on.
+    pub warmup_fraction: f64,
+    /// How long after a moment a watch still counts as what the user went
+    /// on to watch (the join's attribution window for logged impressions).
+    pub attribution_minutes: u64,
+    /// At most this many distinct videos watched (or clicked) after a
+    /// moment, within the window, are its positives.
+    pub next_videos: usize,
+    pub negatives: Negatives,
+    /// Negatives sampled per moment.
+    pub negatives_per_moment: usize,
+    /// Logged impressions without the server's features (imports, another
+    /// policy's log) become rows too, with features computed at their time
+    /// and their positions (a video shown in the list is then not a
+    /// candidate row again). Off by default: their positives would all be
+    /// shown rows and every candidate row a negative, so the model would
+    /// learn "shown or not" instead of ordering candidates. Impressions that
+    /// carry the serving features are always rows.
+    pub logged_impressions: bool,
+    /// At most this many moments become examples (a seeded uniform sample).
+    pub max_moments: usize,
+    /// At most about this many moments per user (a user with more keeps each
+    /// with probability cap / moments); 0 = no cap.
+    pub max_moments_per_user: usize,
+    /// Generators are synced (context publishes its trending lists) at most
+    /// this often in event time, as the server does in wall time.
+    pub sync_interval_ms: i64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            warmup_fraction: 0.5,
+            attribution_minutes: 360,
+            next_videos: 1,
+            negatives: Negatives::Candidates,
+            negatives_per_moment: 20,
+            logged_impressions: false,
+            max_moments: 100_000,
+            max_moments_per_user: 50,
+            sync_interval_ms: 250,
+        }
+    }
+}
+
+impl ReplayConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.warmup_fraction.is_finite() && (0.0..0.95).contains(&self.warmup_fraction)) {
+            return Err(format!("trainer.replay.warmup_fraction = {}: must be within [0, 0.95)", self.warmup_fraction));
+        }
+        if !(1..=10_000).contains(&self.next_videos) {
+            return Err(format!("trainer.replay.next_videos = {}: must be within 1..=10000", self.next_videos));
+        }
+        if self.negatives_per_moment > 10_000 {
+            return Err(format!(
+                "trainer.replay.negatives_per_moment = {}: must be within 0..=10000",
+                self.negatives_per_moment
+            ));
+        }
+        if self.max_moments == 0 {
+            return Err("trainer.replay.max_moments = 0: must be at least 1".into());
+        }
+        if self.attribution_minutes == 0 || self.attribution_minutes > 525_600 {
+            return Err(format!(
+                "trainer.replay.attribution_minutes = {}: must be within 1..=525600 (a year)",
+                self.attribution_minutes
+            ));
+        }
+        if !(0..=86_400_000).contains(&self.sync_interval_ms) {
+            return Err(format!(
+                "trainer.replay.sync_interval_ms = {}: must be within 0..=86400000",
+                self.sync_interval_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainerConfig {
@@ -170,6 +294,17 @@ pub struct TrainerConfig {
     /// process keeps a core busy, candle's two-way split matmuls wait on the
     /// busy core and training runs several times slower.
     pub threads: usize,
+    /// Where examples come from (`replay`, the default, or `logged`).
+    pub examples: ExampleSource,
+    pub replay: ReplayConfig,
+    pub click_loss: ClickLoss,
+    /// With `click_loss = softmax`: weight of the point-wise click loss added
+    /// to the softmax loss.
+    pub softmax_bce_weight: f32,
+    /// Dense features the model must not use (their input is held at 0 in
+    /// training and in the exported graph), e.g. the provenance features
+    /// `source_*` / `score_*` for a comparison; names from the schema.
+    pub ignore_features: Vec<String>,
 }
 
 impl Default for TrainerConfig {
@@ -201,6 +336,11 @@ impl Default for TrainerConfig {
             test_fraction: 0.15,
             seed: 7,
             threads: 1,
+            examples: ExampleSource::Replay,
+            replay: ReplayConfig::default(),
+            click_loss: ClickLoss::Pointwise,
+            softmax_bce_weight: 0.2,
+            ignore_features: Vec::new(),
         }
     }
 }
@@ -311,6 +451,21 @@ impl TrainerConfig {
         }
         if self.position_mode == PositionMode::ShallowTower && !self.tasks.iter().any(|t| t.debias) {
             return Err("trainer.position_mode = shallow_tower but no task has `debias = true`".into());
+        }
+        self.replay.validate()?;
+        if !(self.softmax_bce_weight.is_finite() && (0.0..=100.0).contains(&self.softmax_bce_weight)) {
+            return Err(format!("trainer.softmax_bce_weight = {}: must be within 0..=100", self.softmax_bce_weight));
+        }
+        if self.click_loss == ClickLoss::Softmax && !self.tasks.iter().any(|t| t.name == "click") {
+            return Err("trainer.click_loss = softmax needs a task named `click`".into());
+        }
+        for name in &self.ignore_features {
+            if !watchnext_core::features::DENSE.contains(&name.as_str()) {
+                return Err(format!(
+                    "trainer.ignore_features: `{name}` is not a dense feature of the schema ({})",
+                    watchnext_core::features::DENSE.join(", ")
+                ));
+            }
         }
         Ok(())
     }

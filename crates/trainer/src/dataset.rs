@@ -42,7 +42,7 @@
 //! [`split_by_time`] cuts train / validation / test in that order.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     fmt,
     ops::Range,
     path::{Path, PathBuf},
@@ -55,8 +55,8 @@ use watchnext_core::{
     datadir::DataDir,
     event::{EventKind, FeatureVector, SOURCES},
     features::{DENSE_LEN, FeatureSchema, RequestFeatures, RequestInput, SPARSE_LEN},
+    history::RecentWatches,
     model::TaskKind,
-    request::HistoryEntry,
 };
 use watchnext_feedback::{
     ExportError, JoinOptions, JoinSummary, Joiner, LogError, LogReader, TrainingRow,
@@ -300,6 +300,8 @@ pub struct DatasetSummary {
     pub log_problems: usize,
     /// The source was not in time order and rows were sorted.
     pub reordered: bool,
+    /// What the point-in-time replay did (replayed examples only).
+    pub replay: Option<crate::replay::ReplaySummary>,
     /// What a reader should know (masked tasks, skipped data…).
     pub notes: Vec<String>,
 }
@@ -341,6 +343,25 @@ impl fmt::Display for DatasetSummary {
                 f,
                 "join: {} events, {} impressions, {} outcomes matched, {} unmatched, {} organic, {} evicted",
                 j.events, j.impressions, j.matched_outcomes, j.unmatched_outcomes, j.organic_events, j.evicted
+            )?;
+        }
+        if let Some(r) = &self.replay {
+            writeln!(
+                f,
+                "replay: {} of {} moments after the warm-up replayed ({} by request), {:.0} candidates each, first \
+                 positive among them in {} of {} moments; rows: {} candidate positives, {} candidate negatives, {} \
+                 served, {} logged ({:.1}s)",
+                r.replayed_moments,
+                r.eligible_moments,
+                if r.request_moments { "moments are requests" } else { "moments are watches" },
+                r.mean_candidates,
+                r.first_positive_in_candidates,
+                r.with_positive,
+                r.candidate_positives,
+                r.candidate_negatives,
+                r.served_rows,
+                r.logged_rows,
+                r.seconds
             )?;
         }
         for t in &self.tasks {
@@ -397,6 +418,7 @@ pub enum DatasetError {
 pub fn from_data_dir(
     dir: &Path,
     config: &TrainerConfig,
+    history_len: usize,
     progress: bool,
 ) -> Result<(Examples, DatasetSummary), DatasetError> {
     let schema = FeatureSchema::new(config.features).map_err(DatasetError::Config)?;
@@ -413,8 +435,9 @@ pub fn from_data_dir(
     let mut reader = LogReader::open(&log_dir, 1).map_err(log_error)?;
 
     let bar = progress_bar(progress, None, "{elapsed_precise} {spinner} {human_pos} events read, {msg} ({per_sec})");
-    let window = config.features.history_window as usize;
-    let mut histories: HashMap<String, VecDeque<HistoryEntry>> = HashMap::new();
+    // Histories are rebuilt by the serving store's own rule (re-watches move
+    // to the end), `history_len` deep as the recommender keeps them.
+    let histories = RecentWatches::new(history_len.max(1));
     let mut joiner = Joiner::new(JoinOptions::default());
     let mut builder = Builder::new(&schema, &catalog, &config.tasks);
     let mut cache: Option<RequestCache<'_>> = None;
@@ -433,40 +456,24 @@ pub fn from_data_dir(
                 bar.set_message(format!("{} rows", logged + computed));
             }
             match &mut event.kind {
-                EventKind::Watch { seconds_watched, .. } => {
-                    let history = match histories.get_mut(event.user.as_str()) {
-                        Some(h) => h,
-                        None => histories.entry(event.user.as_str().to_owned()).or_default(),
-                    };
-                    if history.len() >= window {
-                        history.pop_front();
-                    }
-                    history.push_back(HistoryEntry {
-                        video: event.video.clone(),
-                        watched_at_ms: event.timestamp_ms,
-                        seconds_watched: *seconds_watched,
-                    });
-                }
+                EventKind::Watch { .. } => histories.observe(std::slice::from_ref(&event)),
                 // Organic impressions answer no request: the join skips them.
                 EventKind::Impression(imp) if !event.request_id.is_empty() => match &imp.features {
                     Some(f) if usable(f, &schema) => logged += 1,
                     other => {
                         stale += u64::from(other.is_some());
                         computed += 1;
-                        let history: &[HistoryEntry] = match histories.get_mut(event.user.as_str()) {
-                            Some(h) => h.make_contiguous(),
-                            None => &[],
-                        };
-                        no_history += u64::from(history.is_empty());
+                        no_history += u64::from(histories.count(&event.user) == 0);
                         let user = event.user.as_str();
                         let request = RequestCache::get(&mut cache, &event.request_id, user, || {
+                            let history = histories.entries(&event.user);
                             let input = RequestInput {
                                 user,
                                 query_video: imp.query_video.as_ref().map_or("", |v| v.as_str()),
                                 device: event.device,
                                 time_ms: event.timestamp_ms,
                                 utc_offset_minutes: 0,
-                                history,
+                                history: &history,
                             };
                             RequestFeatures::new(&schema, &catalog, &input)
                         });
@@ -604,7 +611,7 @@ fn safe_cuts(ex: &Examples) -> Vec<bool> {
     safe
 }
 
-fn progress_bar(progress: bool, len: Option<u64>, template: &str) -> ProgressBar {
+pub(crate) fn progress_bar(progress: bool, len: Option<u64>, template: &str) -> ProgressBar {
     let bar =
         if progress { ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -614,7 +621,7 @@ fn progress_bar(progress: bool, len: Option<u64>, template: &str) -> ProgressBar
 }
 
 /// Logged features this schema can use as they are.
-fn usable(f: &FeatureVector, schema: &FeatureSchema) -> bool {
+pub(crate) fn usable(f: &FeatureVector, schema: &FeatureSchema) -> bool {
     f.schema_hash == schema.hash()
         && f.dense.len() == DENSE_LEN
         && f.sparse.len() == SPARSE_LEN
@@ -623,7 +630,7 @@ fn usable(f: &FeatureVector, schema: &FeatureSchema) -> bool {
 }
 
 /// The per-request features of the request being processed.
-struct RequestCache<'s> {
+pub(crate) struct RequestCache<'s> {
     request: String,
     user: String,
     features: RequestFeatures<'s>,
@@ -631,7 +638,7 @@ struct RequestCache<'s> {
 
 impl<'s> RequestCache<'s> {
     /// The cached features when `slot` holds this request, else `build`'s.
-    fn get<'c>(
+    pub(crate) fn get<'c>(
         slot: &'c mut Option<Self>,
         request: &str,
         user: &str,
@@ -681,7 +688,7 @@ fn intern(index: &mut HashMap<String, u32>, table: &mut Vec<String>, value: Stri
 }
 
 /// Appends rows to columns.
-struct Builder<'s> {
+pub(crate) struct Builder<'s> {
     schema: &'s FeatureSchema,
     catalog: &'s Catalog,
     tasks: Vec<TaskConfig>,
@@ -699,11 +706,11 @@ struct Builder<'s> {
     /// Labels that were not finite (treated as unobserved).
     bad_labels: u64,
     cache: Option<RequestCache<'s>>,
-    join: Option<JoinSummary>,
+    pub(crate) join: Option<JoinSummary>,
 }
 
 impl<'s> Builder<'s> {
-    fn new(schema: &'s FeatureSchema, catalog: &'s Catalog, tasks: &[TaskConfig]) -> Self {
+    pub(crate) fn new(schema: &'s FeatureSchema, catalog: &'s Catalog, tasks: &[TaskConfig]) -> Self {
         let stats = TaskStats { observed: 0, positives: 0, sum: 0.0, min: f32::INFINITY, max: f32::NEG_INFINITY };
         Self {
             schema,
@@ -732,7 +739,7 @@ impl<'s> Builder<'s> {
         ex.mask.reserve(rows * t);
     }
 
-    fn push(&mut self, row: TrainingRow) {
+    pub(crate) fn push(&mut self, row: TrainingRow) {
         let ex = &mut self.ex;
         match row.features.as_ref().filter(|f| usable(f, self.schema)) {
             Some(f) => {
@@ -792,7 +799,7 @@ impl<'s> Builder<'s> {
         ex.len += 1;
     }
 
-    fn finish(self, source: String) -> (Examples, DatasetSummary) {
+    pub(crate) fn finish(self, source: String) -> (Examples, DatasetSummary) {
         let Builder { tasks, mut ex, stats, kept, computed, stale, bad_labels, join, .. } = self;
         let mut notes = Vec::new();
         let reordered = sort_by_time(&mut ex);
@@ -854,6 +861,7 @@ impl<'s> Builder<'s> {
             join,
             log_problems: 0,
             reordered,
+            replay: None,
             notes,
         };
         (ex, summary)
@@ -890,6 +898,8 @@ mod tests {
     };
     use watchnext_feedback::{FeedbackLog, LogOptions, join_events, parquet::write_training_set};
     use watchnext_world::{LoggingPolicy, World, WorldConfig};
+
+    use watchnext_core::request::HistoryEntry;
 
     use super::*;
 
@@ -940,17 +950,23 @@ mod tests {
         watches_of(events, &events[k].user, k)
     }
 
-    /// The watches of `user` among `events[..end]`, oldest first.
+    /// The recent watches of `user` among `events[..end]`, oldest first, by
+    /// the serving store's rule written out here: a re-watch moves to the
+    /// end, at most 50 kept.
     fn watches_of(events: &[Event], user: &UserId, end: usize) -> Vec<HistoryEntry> {
-        events[..end]
-            .iter()
-            .filter_map(|w| match w.kind {
-                EventKind::Watch { seconds_watched, .. } if w.user == *user => {
-                    Some(HistoryEntry { video: w.video.clone(), watched_at_ms: w.timestamp_ms, seconds_watched })
+        let mut out: Vec<HistoryEntry> = Vec::new();
+        for w in &events[..end] {
+            if let EventKind::Watch { seconds_watched, .. } = w.kind
+                && w.user == *user
+            {
+                out.retain(|h| h.video != w.video);
+                out.push(HistoryEntry { video: w.video.clone(), watched_at_ms: w.timestamp_ms, seconds_watched });
+                if out.len() > 50 {
+                    out.remove(0);
                 }
-                _ => None,
-            })
-            .collect()
+            }
+        }
+        out
     }
 
     /// The schema's features of impression event `e` given `history`, built by hand.
@@ -994,7 +1010,7 @@ mod tests {
     #[test]
     fn rows_are_the_joined_impressions_with_their_labels() {
         let dir = toy_folder();
-        let (ex, summary) = from_data_dir(dir.path(), &TrainerConfig::default(), false).unwrap();
+        let (ex, summary) = from_data_dir(dir.path(), &TrainerConfig::default(), 50, false).unwrap();
         let events = log_events(dir.path());
         let impressions = impression_events(&events).len();
         assert!(impressions > 1_000, "{impressions} impressions");
@@ -1053,7 +1069,7 @@ mod tests {
         // A short window, so that the history ring drops watches.
         let mut config = TrainerConfig::default();
         config.features.history_window = 3;
-        let (ex, _) = from_data_dir(dir.path(), &config, false).unwrap();
+        let (ex, _) = from_data_dir(dir.path(), &config, 50, false).unwrap();
         let events = log_events(dir.path());
         let schema = FeatureSchema::new(config.features).unwrap();
         let catalog = Catalog::read(&DataDir::new(dir.path()).catalog()).unwrap();
@@ -1079,7 +1095,7 @@ mod tests {
     #[test]
     fn a_later_watch_is_not_in_an_earlier_impressions_history() {
         let dir = toy_folder();
-        let (ex, _) = from_data_dir(dir.path(), &TrainerConfig::default(), false).unwrap();
+        let (ex, _) = from_data_dir(dir.path(), &TrainerConfig::default(), 50, false).unwrap();
         let events = log_events(dir.path());
         let rows = joined(&events);
         let schema = FeatureSchema::default();
@@ -1194,7 +1210,7 @@ mod tests {
         let schema = FeatureSchema::new(config.features).unwrap();
         let events = mixed_events(&schema);
         let dir = folder_with(events.clone());
-        let (ex, summary) = from_data_dir(dir.path(), &config, false).unwrap();
+        let (ex, summary) = from_data_dir(dir.path(), &config, 50, false).unwrap();
         assert_eq!(ex.len, 4);
         assert_eq!(ex.dense_row(0), &[0.25; DENSE_LEN][..], "this schema's logged features are used verbatim");
         assert_eq!(ex.sparse_row(0), &[1; SPARSE_LEN][..]);
@@ -1247,7 +1263,7 @@ mod tests {
         write_training_set(log, &path, JoinOptions::default()).unwrap();
         let catalog = Catalog::read(&DataDir::new(dir.path()).catalog()).unwrap();
         let (ex, summary) = from_parquet(&path, &catalog, &config).unwrap();
-        let (from_log, _) = from_data_dir(dir.path(), &config, false).unwrap();
+        let (from_log, _) = from_data_dir(dir.path(), &config, 50, false).unwrap();
         assert_eq!(ex.len, 4);
         assert_eq!(ex.dense_row(0), &[0.25; DENSE_LEN][..]);
         for row in 1..4 {
@@ -1273,7 +1289,7 @@ mod tests {
         write_training_set(log, &path, JoinOptions::default()).unwrap();
         let catalog = Catalog::read(&DataDir::new(dir.path()).catalog()).unwrap();
         let (ex, summary) = from_parquet(&path, &catalog, &config).unwrap();
-        let (from_log, _) = from_data_dir(dir.path(), &config, false).unwrap();
+        let (from_log, _) = from_data_dir(dir.path(), &config, 50, false).unwrap();
         assert_eq!(ex.len, from_log.len);
         assert_eq!(summary.rows_without_history, ex.len as u64);
         assert_eq!(
@@ -1338,7 +1354,7 @@ mod tests {
         assert_eq!((train.len, val.len, test.len), (63, 7, 0));
 
         let dir = toy_folder();
-        let (ex, _) = from_data_dir(dir.path(), &config, false).unwrap();
+        let (ex, _) = from_data_dir(dir.path(), &config, 50, false).unwrap();
         let (train, val, test) = split_by_time(&ex, config.validation_fraction, config.test_fraction);
         assert_eq!(train.len + val.len + test.len, ex.len);
         let expect = |f: f64| (ex.len as f64 * f).round() as usize;
@@ -1413,23 +1429,23 @@ mod tests {
         let config = TrainerConfig::default();
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nowhere");
-        let err = from_data_dir(&missing, &config, false).unwrap_err().to_string();
+        let err = from_data_dir(&missing, &config, 50, false).unwrap_err().to_string();
         assert!(err.contains(&missing.display().to_string()), "{err}");
 
         let data = DataDir::new(dir.path());
-        let err = from_data_dir(dir.path(), &config, false).unwrap_err().to_string();
+        let err = from_data_dir(dir.path(), &config, 50, false).unwrap_err().to_string();
         assert!(err.contains(&data.catalog().display().to_string()), "{err}");
 
         std::fs::write(data.catalog(), "{\"id\":\"a\"}\nnot json\n").unwrap();
-        let err = from_data_dir(dir.path(), &config, false).unwrap_err().to_string();
+        let err = from_data_dir(dir.path(), &config, 50, false).unwrap_err().to_string();
         assert!(err.contains(&format!("{}:2", data.catalog().display())), "{err}");
 
         std::fs::write(data.catalog(), "{\"id\":\"a\"}\n").unwrap();
-        let err = from_data_dir(dir.path(), &config, false).unwrap_err().to_string();
+        let err = from_data_dir(dir.path(), &config, 50, false).unwrap_err().to_string();
         assert!(err.contains(&data.feedback_log().display().to_string()), "{err}");
 
         std::fs::create_dir(data.feedback_log()).unwrap();
-        let err = from_data_dir(dir.path(), &config, false).unwrap_err();
+        let err = from_data_dir(dir.path(), &config, 50, false).unwrap_err();
         assert!(matches!(err, DatasetError::Empty { .. }), "{err}");
 
         let bad = dir.path().join("rows.parquet");
@@ -1444,7 +1460,7 @@ mod tests {
             features: watchnext_core::features::FeatureConfig { history_window: 0, ..Default::default() },
             ..TrainerConfig::default()
         };
-        let err = from_data_dir(dir.path(), &bad_config, false).unwrap_err().to_string();
+        let err = from_data_dir(dir.path(), &bad_config, 50, false).unwrap_err().to_string();
         assert!(err.contains("history_window"), "{err}");
     }
 }

@@ -244,6 +244,7 @@ pub fn conflict_sweep(
     events: u64,
     base: &TrainerConfig,
     work_dir: &Path,
+    loader: &dyn pipeline::ExampleLoader,
     progress: bool,
 ) -> Result<Vec<ConflictResult>, PipelineError> {
     let variants: Vec<Variant> = baselines(base).into_iter().take(3).collect();
@@ -260,7 +261,7 @@ pub fn conflict_sweep(
             eprintln!("conflict κ = {kappa}: generating {events} events");
         }
         let w = world_data(&dir.join("data"), &config, events)?;
-        let (split, _) = pipeline::load_split(&dir.join("data"), base, false)?;
+        let (split, _) = pipeline::load_split(&dir.join("data"), base, loader, false)?;
         let results = compare(&split, Some(&w), &variants, &dir.join("models"), progress)?;
         out.push(ConflictResult { conflict: kappa, results });
     }

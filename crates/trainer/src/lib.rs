@@ -23,9 +23,14 @@
 //!   which are debiased), architecture (MMoE or shared bottom), sizes, gate
 //!   dropout, position mode (shallow tower, plain input, absent), optimiser
 //!   and schedule.
-//! - [`dataset`] — labelled impressions as columnar arrays, features built by
-//!   the shared schema from the feedback log with point-in-time user history,
-//!   split by time into train / validation / test.
+//! - [`replay`] — training examples from a point-in-time replay of the
+//!   serving pipeline: at each logged moment, the candidates the generators
+//!   would have proposed (same merge as Recommend), with provenance, labelled
+//!   by what the user watched next; logged impressions mixed in.
+//! - [`dataset`] — labelled examples as columnar arrays, features built by
+//!   the shared schema with point-in-time user history (from the replay, or
+//!   from the logged impressions alone), split by time into train /
+//!   validation / test.
 //! - [`model`] — the network (candle), its forward pass for training (with
 //!   bias logits, feature and gate dropout) and for serving (no position).
 //! - [`train`] — the loop: time-ordered mini-batches, AdamW, per-epoch
@@ -42,6 +47,7 @@ pub mod export;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod replay;
 pub mod report;
 pub mod sequence;
 pub mod train;

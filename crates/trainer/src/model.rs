@@ -35,7 +35,7 @@ use watchnext_core::{
     model::TaskKind,
 };
 
-use crate::config::{Architecture, BiasFeature, PositionMode, TrainerConfig};
+use crate::config::{Architecture, BiasFeature, ClickLoss, PositionMode, TrainerConfig};
 
 /// Number of devices and sources (the bias crosses' second factor).
 const DEVICES: usize = 5;
@@ -105,6 +105,9 @@ pub struct Batch {
     pub gate_mask: Option<Tensor>,
     /// `[B, T]` labels and observation mask.
     pub labels: Option<(Tensor, Tensor)>,
+    /// The group (request or replayed moment) of each row, numbered from 0
+    /// within the batch in row order: what a list-wise loss normalises over.
+    pub groups: Vec<u32>,
 }
 
 /// The network.
@@ -200,11 +203,21 @@ impl Model {
     /// output biases so training starts at the base rates.
     pub fn new(
         config: &TrainerConfig,
-        mean: Vec<f32>,
-        inv_std: Vec<f32>,
+        mut mean: Vec<f32>,
+        mut inv_std: Vec<f32>,
         label_means: &[f32],
     ) -> candle_core::Result<Self> {
         let schema = FeatureSchema::new(config.features).map_err(candle_core::Error::msg)?;
+        // Ignored features enter as 0 whatever their value: (x − 0) · 0.
+        for name in &config.ignore_features {
+            if let Some(j) = watchnext_core::features::DENSE.iter().position(|n| n == name)
+                && j < mean.len()
+                && j < inv_std.len()
+            {
+                mean[j] = 0.0;
+                inv_std[j] = 0.0;
+            }
+        }
         let device = Device::Cpu;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x006d_6f64_656c);
         let mut params: Vec<Param> = Vec::new();
@@ -434,7 +447,10 @@ impl Model {
     /// The loss of a batch: per task the masked mean of binary cross-entropy
     /// (on logits, numerically stable) or squared error, weighted by the
     /// tasks' loss weights and summed. Also returns each task's mean loss.
-    pub fn loss(&self, forward: &Forward, labels: &Tensor, mask: &Tensor) -> candle_core::Result<(Tensor, Vec<f32>)> {
+    pub fn loss(&self, forward: &Forward, batch: &Batch) -> candle_core::Result<(Tensor, Vec<f32>)> {
+        let Some((labels, mask)) = &batch.labels else {
+            return Err(candle_core::Error::msg("the batch has no labels"));
+        };
         let t = self.config.tasks.len();
         let x = &forward.logits;
         let binary: Vec<f32> =
@@ -447,12 +463,84 @@ impl Model {
         let per = (per * mask)?;
         let sums = per.sum(0)?; // [T]
         let counts = mask.sum(0)?.clamp(1.0, f64::INFINITY)?;
-        let means = (sums / counts)?;
+        let mut means = (sums / counts)?;
+        if self.config.click_loss == ClickLoss::Softmax
+            && let Some(k) = self.config.tasks.iter().position(|t| t.name == "click")
+        {
+            let softmax = self.group_softmax_loss(x, labels, mask, k, &batch.groups)?;
+            // click: softmax + w · point-wise, written into column k.
+            let w = f64::from(self.config.softmax_bce_weight);
+            let onehot: Vec<f32> = (0..t).map(|j| f32::from(u8::from(j == k))).collect();
+            let onehot = Tensor::from_vec(onehot, t, &self.device)?;
+            let click = (means.narrow(0, k, 1)?.affine(w, 0.0)? + softmax.reshape(1)?)?;
+            let replaced = (click.broadcast_mul(&onehot)? - means.narrow(0, k, 1)?.broadcast_mul(&onehot)?)?;
+            means = (means + replaced)?;
+        }
         let weights: Vec<f32> = self.config.tasks.iter().map(|t| t.loss_weight).collect();
         let weights = Tensor::from_vec(weights, t, &self.device)?;
         let total = (&means * &weights)?.sum_all()?;
         let per_task = means.to_vec1::<f32>()?;
         Ok((total, per_task))
+    }
+
+    /// The list-wise loss of task `k`: for every group with a positive and at
+    /// least two observed rows, the mean over its positives of
+    /// −log softmax(logits of the group)[positive], averaged over groups.
+    fn group_softmax_loss(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        mask: &Tensor,
+        k: usize,
+        groups: &[u32],
+    ) -> candle_core::Result<Tensor> {
+        let b = groups.len();
+        let xk = logits.narrow(1, k, 1)?.squeeze(1)?; // [B]
+        let x: Vec<f32> = xk.to_vec1()?;
+        let y: Vec<f32> = labels.narrow(1, k, 1)?.squeeze(1)?.to_vec1()?;
+        let m: Vec<f32> = mask.narrow(1, k, 1)?.squeeze(1)?.to_vec1()?;
+        let n_groups = groups.last().map_or(0, |&g| g as usize + 1);
+        let (mut max, mut rows, mut pos) =
+            (vec![f32::NEG_INFINITY; n_groups], vec![0u32; n_groups], vec![0u32; n_groups]);
+        for r in 0..b {
+            if m[r] > 0.0 {
+                let g = groups[r] as usize;
+                max[g] = max[g].max(x[r]);
+                rows[g] += 1;
+                pos[g] += u32::from(y[r] > 0.5);
+            }
+        }
+        let valid: Vec<bool> = (0..n_groups).map(|g| pos[g] > 0 && rows[g] >= 2).collect();
+        let n_valid = valid.iter().filter(|v| **v).count();
+        if n_valid == 0 {
+            return Tensor::zeros((), DType::F32, &self.device);
+        }
+        // Membership [G, B] of observed rows of valid groups; the per-row
+        // shift is the group's max (the gradient does not depend on it).
+        let mut member = vec![0.0f32; n_groups * b];
+        let mut shift = vec![0.0f32; b];
+        let mut weight = vec![0.0f32; b];
+        for r in 0..b {
+            let g = groups[r] as usize;
+            if m[r] > 0.0 && valid[g] {
+                member[g * b + r] = 1.0;
+                shift[r] = max[g];
+                if y[r] > 0.5 {
+                    weight[r] = 1.0 / (pos[g] as f32 * n_valid as f32);
+                }
+            }
+        }
+        let dev = &self.device;
+        let member = Tensor::from_vec(member, (n_groups, b), dev)?;
+        let shift_rows = Tensor::from_vec(shift, b, dev)?;
+        let group_max: Vec<f32> = max.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+        let group_max = Tensor::from_vec(group_max, n_groups, dev)?;
+        let e = ((&xk - &shift_rows)? * member.sum(0)?)?.exp()?; // rows outside valid groups: e^0, unused
+        let sums = member.matmul(&e.unsqueeze(1)?)?.squeeze(1)?.clamp(1e-30, f64::INFINITY)?; // [G]
+        let lse = (sums.log()? + group_max)?; // [G]
+        let lse_rows = member.t()?.matmul(&lse.unsqueeze(1)?)?.squeeze(1)?; // [B]
+        let weight = Tensor::from_vec(weight, b, dev)?;
+        ((lse_rows - xk)? * weight)?.sum_all()
     }
 
     /// Copies parameter values from `other` (same config), e.g. the best epoch.
@@ -550,7 +638,8 @@ impl Model {
             }
         }
         let max_p = c.max_position;
-        let mut positions: Vec<u32> = ex.position[start..end].iter().map(|&p| p.clamp(1, max_p)).collect();
+        // 0 = not shown (a replayed candidate): the "missing" cell, as at serving.
+        let mut positions: Vec<u32> = ex.position[start..end].iter().map(|&p| p.min(max_p)).collect();
         let mut gate_mask = None;
         if let Some(BatchRng(rng)) = rng {
             if c.position_dropout > 0.0 {
@@ -597,6 +686,24 @@ impl Model {
         let t = c.tasks.len();
         let labels = Tensor::from_slice(&ex.labels[start * t..end * t], (rows, t), dev)?;
         let mask = Tensor::from_slice(&ex.mask[start * t..end * t], (rows, t), dev)?;
-        Ok(Batch { rows, dense, field_rows, embedded, position, bias_cells, gate_mask, labels: Some((labels, mask)) })
+        let mut groups = Vec::with_capacity(rows);
+        let mut group = 0u32;
+        for i in start..end {
+            if i > start && ex.request[i] != ex.request[i - 1] {
+                group += 1;
+            }
+            groups.push(group);
+        }
+        Ok(Batch {
+            rows,
+            dense,
+            field_rows,
+            embedded,
+            position,
+            bias_cells,
+            gate_mask,
+            labels: Some((labels, mask)),
+            groups,
+        })
     }
 }

@@ -47,6 +47,9 @@ pub const TRAINING_FILE: &str = "training.json";
 pub enum PipelineError {
     #[error("trainer config: {0}")]
     Config(String),
+    /// Building examples failed in the caller's loader (e.g. the replay).
+    #[error("building the training examples: {0}")]
+    Examples(String),
     #[error(transparent)]
     Dataset(#[from] dataset::DatasetError),
     #[error(transparent)]
@@ -116,13 +119,45 @@ pub struct Split {
     pub test: Examples,
 }
 
+/// How a data folder becomes labelled examples. The server implements it
+/// with its serving pipeline (a point-in-time replay, `crate::replay`, when
+/// `config.examples = "replay"`); [`LoggedExamples`] reads the logged
+/// impressions alone.
+pub trait ExampleLoader: Sync {
+    fn load(
+        &self,
+        data_dir: &Path,
+        config: &TrainerConfig,
+        progress: bool,
+    ) -> Result<(Examples, DatasetSummary), PipelineError>;
+}
+
+/// The logged impressions of a data folder, with histories `history_len`
+/// deep (the recommender's `fanout.history_len`).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedExamples {
+    pub history_len: usize,
+}
+
+impl ExampleLoader for LoggedExamples {
+    fn load(
+        &self,
+        data_dir: &Path,
+        config: &TrainerConfig,
+        progress: bool,
+    ) -> Result<(Examples, DatasetSummary), PipelineError> {
+        Ok(dataset::from_data_dir(data_dir, config, self.history_len, progress)?)
+    }
+}
+
 /// Loads and splits a data folder's examples.
 pub fn load_split(
     data_dir: &Path,
     config: &TrainerConfig,
+    loader: &dyn ExampleLoader,
     progress: bool,
 ) -> Result<(Split, DatasetSummary), PipelineError> {
-    let (all, summary) = dataset::from_data_dir(data_dir, config, progress)?;
+    let (all, summary) = loader.load(data_dir, config, progress)?;
     let (train, validation, test) = dataset::split_by_time(&all, config.validation_fraction, config.test_fraction);
     Ok((Split { train, validation, test }, summary))
 }
@@ -174,10 +209,10 @@ pub fn export_and_score(
 }
 
 /// `watchnext train`.
-pub fn run_training(run: &TrainRun) -> Result<TrainOutcome, PipelineError> {
+pub fn run_training(run: &TrainRun, loader: &dyn ExampleLoader) -> Result<TrainOutcome, PipelineError> {
     let started = Instant::now();
     run.config.validate().map_err(PipelineError::Config)?;
-    let (split, summary) = load_split(&run.data_dir, &run.config, run.progress)?;
+    let (split, summary) = load_split(&run.data_dir, &run.config, loader, run.progress)?;
     if run.progress {
         eprintln!(
             "{} rows: {} train, {} validation, {} test (time ordered)",
@@ -241,12 +276,17 @@ pub struct EvalOutcome {
 
 /// `watchnext eval`: scores the model directory on the data folder's test
 /// period and writes `model_dir/report/`.
-pub fn run_eval(model_dir: &Path, data_dir: &Path, progress: bool) -> Result<EvalOutcome, PipelineError> {
+pub fn run_eval(
+    model_dir: &Path,
+    data_dir: &Path,
+    loader: &dyn ExampleLoader,
+    progress: bool,
+) -> Result<EvalOutcome, PipelineError> {
     let manifest = ModelManifest::read(model_dir)?;
     let config: TrainerConfig = read_json(&model_dir.join(CONFIG_FILE))?;
     let schema = watchnext_core::features::FeatureSchema::new(config.features).map_err(PipelineError::Config)?;
     manifest.check(&schema)?;
-    let (split, _) = load_split(data_dir, &config, progress)?;
+    let (split, _) = load_split(data_dir, &config, loader, progress)?;
     let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())?;
     let predictions = evaluate::predict(&runtime, model_dir, &manifest, &split.test, 4_096)?;
     let metrics = evaluate::task_metrics(&manifest, &split.test, &predictions);

@@ -219,6 +219,19 @@ fn config_digest(config: &TrainerConfig, rows: usize) -> String {
 /// Total loss, per-task losses and per-task AUCs (binary tasks).
 pub type LossReport = (f64, Vec<f64>, Vec<Option<f64>>);
 
+/// The end of the batch starting at row `start`: `size` rows on, moved
+/// forward to the end of the group (request) it cuts when a list-wise loss
+/// needs whole groups.
+pub fn batch_end(model: &Model, ex: &Examples, start: usize, size: usize) -> usize {
+    let mut end = (start + size.max(1)).min(ex.len);
+    if model.config.click_loss == crate::config::ClickLoss::Softmax {
+        while end < ex.len && end > start && ex.request[end] == ex.request[end - 1] {
+            end += 1;
+        }
+    }
+    end
+}
+
 pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<LossReport, TrainError> {
     let t = model.config.tasks.len();
     let bs = 4_096;
@@ -228,11 +241,11 @@ pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<LossReport, TrainEr
     let mut truth: Vec<Vec<bool>> = vec![Vec::new(); t];
     let mut start = 0;
     while start < ex.len {
-        let end = (start + bs).min(ex.len);
+        let end = batch_end(model, ex, start, bs);
         let batch = model.batch(ex, start, end, None)?;
         let fwd = model.forward(&batch, true)?;
-        let Some((labels, mask)) = &batch.labels else { break };
-        let (_, per_task) = model.loss(&fwd, labels, mask)?;
+        let Some((_, mask)) = &batch.labels else { break };
+        let (_, per_task) = model.loss(&fwd, &batch)?;
         let m = mask.sum(0)?.to_vec1::<f32>()?;
         let logits = fwd.logits.to_vec2::<f32>()?;
         for k in 0..t {
@@ -427,11 +440,10 @@ fn train_on_pool(
         let (mut loss_sum, mut task_sum, mut rows) = (0.0f64, vec![0.0f64; t], 0usize);
         let mut start = 0;
         while start < train.len {
-            let end = (start + c.batch_size).min(train.len);
+            let end = batch_end(model, train, start, c.batch_size);
             let batch = model.batch(train, start, end, Some(&mut rng))?;
             let fwd = model.forward(&batch, true)?;
-            let Some((labels, mask)) = &batch.labels else { break };
-            let (loss, per_task) = model.loss(&fwd, labels, mask)?;
+            let (loss, per_task) = model.loss(&fwd, &batch)?;
             let grads = loss.backward()?;
             opt.update(model, &grads, &batch)?;
             let n = end - start;

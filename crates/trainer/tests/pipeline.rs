@@ -16,6 +16,10 @@ use watchnext_trainer::{
 };
 use watchnext_world::WorldConfig;
 
+/// These tests exercise training and evaluation on the logged impressions;
+/// the replayed examples have tests of their own (`tests/replay.rs`).
+const LOGGED: pipeline::LoggedExamples = pipeline::LoggedExamples { history_len: 50 };
+
 fn small_config() -> TrainerConfig {
     TrainerConfig {
         embedding_dim: 8,
@@ -48,7 +52,7 @@ fn train_then_eval_writes_a_servable_model_and_a_report() {
         checkpoint_dir: None,
         resume: false,
     };
-    let outcome = pipeline::run_training(&run).expect("trains");
+    let outcome = pipeline::run_training(&run, &LOGGED).expect("trains");
     assert!(outcome.train_rows > outcome.test_rows && outcome.test_rows > 0);
     let click = outcome.test_metrics.iter().find(|m| m.task == "click").expect("click metrics");
     assert!(click.auc.expect("auc") > 0.6, "click AUC {:?}", click.auc);
@@ -62,7 +66,7 @@ fn train_then_eval_writes_a_servable_model_and_a_report() {
         assert!(out.join(file).is_file(), "{file}");
     }
 
-    let eval = pipeline::run_eval(&out, &data, false).expect("evaluates");
+    let eval = pipeline::run_eval(&out, &data, &LOGGED, false).expect("evaluates");
     // Eval rebuilds the same test period and runs the same graph: same numbers.
     let again = eval.metrics.iter().find(|m| m.task == "click").unwrap();
     assert_eq!(again.auc, click.auc);
@@ -85,7 +89,7 @@ fn the_exported_graph_matches_the_trainer_on_real_rows() {
     let tmp = tempfile::tempdir().unwrap();
     toy_data(tmp.path());
     let config = TrainerConfig { max_epochs: 1, ..small_config() };
-    let (split, _) = pipeline::load_split(tmp.path(), &config, false).unwrap();
+    let (split, _) = pipeline::load_split(tmp.path(), &config, &LOGGED, false).unwrap();
     let (model, _) = pipeline::fit(&config, &split, &TrainOptions::default()).unwrap();
     let dir = tmp.path().join("m");
     let (manifest, _, _, onnx) =
@@ -106,7 +110,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     toy_data(tmp.path());
     let config = TrainerConfig { max_epochs: 3, patience: 10, ..small_config() };
-    let (split, _) = pipeline::load_split(tmp.path(), &config, false).unwrap();
+    let (split, _) = pipeline::load_split(tmp.path(), &config, &LOGGED, false).unwrap();
     let (_, whole) = pipeline::fit(&config, &split, &TrainOptions::default()).unwrap();
 
     let ckpt = tmp.path().join("ckpt");
