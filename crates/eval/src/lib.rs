@@ -18,6 +18,10 @@
 //! - [`cooccurrence`]: the textbook item co-occurrence generator (pairs
 //!   within a window of 10 watches, count/√(pop·pop), summed over the last 5
 //!   watched videos), the bar the co-watch generator must clear.
+//! - [`pipeline`]: the scores of the whole-pipeline evaluation (`watchnext
+//!   eval pipeline`): HR, NDCG and MRR at several K with bootstrap
+//!   intervals, paired ratios between methods, catalogue coverage, true NDCG.
+//! - [`popularity`]: the popularity baseline as a generator.
 //! - [`holdout`]: held-out next watches after a time split and recall@K
 //!   against a random list, the quick check generator crates run in their
 //!   own tests.
@@ -30,3 +34,5 @@ pub mod cooccurrence;
 pub mod generators;
 pub mod holdout;
 pub mod metrics;
+pub mod pipeline;
+pub mod popularity;

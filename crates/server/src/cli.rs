@@ -269,6 +269,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::telemetry::init_logging(&config.log);
                 crate::loadtest::command(&config.data.dir, args).await
             }
+            Command::Eval(crate::data::EvalArgs { command: Some(crate::data::EvalCommand::Pipeline(p)), .. }) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                crate::evaluation::pipeline(&config, p).await
+            }
             Command::Eval(args) => {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
@@ -278,6 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Some(crate::data::EvalCommand::Model(m)) => crate::training::eval_model(&config, m),
                     Some(crate::data::EvalCommand::Compare(c)) => crate::training::compare(&config, c),
+                    Some(crate::data::EvalCommand::Pipeline(_)) => unreachable!("handled above"),
                     None => crate::training::eval_model(&config, args.model),
                 })
             }

@@ -140,6 +140,10 @@ pub enum EvalCommand {
         #[arg(long, default_value_t = 2_000)]
         users: usize,
     },
+    /// The whole Recommend path replayed in-process on held-out data
+    /// (leave-last-out and a time split): each generator alone, the merged
+    /// candidates, the final list, baselines; HR/NDCG/MRR with intervals.
+    Pipeline(crate::evaluation::PipelineArgs),
     /// A model directory on the data folder's test period (the default).
     Model(crate::training::ModelEvalArgs),
     /// Train the baselines, the gate-dropout seeds and the task-conflict

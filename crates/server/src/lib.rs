@@ -23,6 +23,8 @@ pub mod app;
 pub mod cli;
 pub mod data;
 pub mod demo;
+pub mod evaluation;
+pub mod examples;
 pub mod generators;
 pub mod grpc;
 pub mod health;
