@@ -155,6 +155,17 @@ mod tests {
     }
 
     #[test]
+    fn remember_moves_a_rewatch_to_the_end_and_keeps_the_cap() {
+        let mut ring = std::collections::VecDeque::new();
+        for v in [1, 2, 3, 2, 4] {
+            remember(&mut ring, v, 3, |a, b| a == b);
+        }
+        assert_eq!(ring, [3, 2, 4]);
+        remember(&mut ring, 9, 0, |a, b| a == b);
+        assert_eq!(ring, [9], "a cap of 0 keeps one");
+    }
+
+    #[test]
     fn keeps_the_most_recent_watches_per_user_oldest_first() {
         let r = RecentWatches::new(3);
         r.observe(&[watch("a", "1"), watch("a", "2"), watch("b", "9"), watch("a", "3"), watch("a", "4")]);

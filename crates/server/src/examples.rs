@@ -70,10 +70,23 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
 
 /// Fresh generators of every role, with the catalogue, as the all-in-one
 /// server has them before it reads the log; the sequence generator without
-/// a model.
+/// a model. For a replay, generators that refresh on a wall-clock cadence or
+/// on a background thread do so only in `Generator::sync` (which the replay
+/// calls on event time), so that a replay gives the same candidates on
+/// every run.
 pub fn fresh_generators(config: &Config, catalog: &Arc<Catalog>) -> anyhow::Result<crate::generators::Hosted> {
     let mut all = config.clone();
     all.server.role = Role::All;
+    let set = |section: &mut serde_json::Value, key: &str, value: serde_json::Value| {
+        if !section.is_object() {
+            *section = serde_json::Value::Object(serde_json::Map::new());
+        }
+        if let Some(map) = section.as_object_mut() {
+            map.insert(key.to_owned(), value);
+        }
+    };
+    set(&mut all.generators.topic, "background_refresh", serde_json::Value::Bool(false));
+    set(&mut all.generators.context, "publish_interval_ms", serde_json::json!(u64::MAX));
     let hosted = crate::generators::build_with(&all, false, None)?;
     for (_, g, _) in &hosted.generators {
         g.update_catalog(catalog);

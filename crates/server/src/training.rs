@@ -267,6 +267,21 @@ pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
         outcome.report.best_epoch,
         outcome.report.epochs.len()
     );
+    if let Some(r) = &outcome.dataset.replay {
+        println!(
+            "  examples: a replay of the pipeline over {} moments ({} candidates each; the video watched next was \
+             among them in {:.1}% of the moments with one), {} candidate rows, {} served rows ({} re-checked, {} \
+             differ), {} logged rows",
+            r.replayed_moments,
+            r.mean_candidates.round(),
+            100.0 * r.first_positive_in_candidates as f64 / r.with_positive.max(1) as f64,
+            r.candidate_positives + r.candidate_negatives,
+            r.served_rows,
+            r.served_verified,
+            r.served_mismatches,
+            r.logged_rows
+        );
+    }
     for m in &outcome.test_metrics {
         match (m.auc, m.mse) {
             (Some(auc), _) => println!("  {:<8} test AUC {auc:.4}  ({} rows)", m.task, m.rows),

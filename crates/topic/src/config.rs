@@ -64,6 +64,11 @@ pub struct TopicConfig {
     /// time has been observed since the last sort, on a background thread;
     /// 0 = only when [`crate::TopicGenerator::refresh_prior`] is called.
     pub prior_refresh_ms: i64,
+    /// Run the due re-sorts on a background thread (serving); false: only in
+    /// [`Generator::sync`](watchnext_core::generator::Generator::sync), on
+    /// the caller's thread, so that a replay of a log sees the same order at
+    /// the same moments on every run.
+    pub background_refresh: bool,
 }
 
 impl Default for TopicConfig {
@@ -89,6 +94,7 @@ impl Default for TopicConfig {
             freshness_weight: 1.0,
             exclude_future_uploads: true,
             prior_refresh_ms: 600_000,
+            background_refresh: true,
         }
     }
 }

@@ -372,6 +372,15 @@ impl Inner {
                 _ => {}
             }
         }
+        Self::due(c, &w)
+    }
+
+    /// Whether a prior re-sort is due (event time since the last one).
+    fn refresh_due(&self) -> bool {
+        Self::due(&self.config, &lock(&self.writer))
+    }
+
+    fn due(c: &TopicConfig, w: &Writer) -> bool {
         match (c.prior_refresh_ms, w.latest_event_ms, w.last_sort_ms) {
             (0, _, _) => false,
             (every, Some(latest), Some(last)) => latest - last >= every,
@@ -414,12 +423,20 @@ impl Generator for TopicGenerator {
         }
     }
 
+    /// Without background refreshes, a due re-sort runs here.
+    fn sync(&self) {
+        if !self.inner.config.background_refresh && self.inner.refresh_due() {
+            self.inner.refresh_prior();
+        }
+    }
+
     fn update_catalog(&self, catalog: &Arc<Catalog>) {
         self.inner.update_catalog(catalog);
     }
 
     fn observe(&self, events: &[Event]) {
-        if !self.inner.observe(events) || self.inner.refreshing.swap(true, Ordering::AcqRel) {
+        let due = self.inner.observe(events);
+        if !due || !self.inner.config.background_refresh || self.inner.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
         let inner = Arc::clone(&self.inner);

@@ -291,19 +291,23 @@ fn outcome_index(events: &[Event]) -> HashMap<&str, Vec<u32>> {
 }
 
 /// The first `n` distinct videos `user` watched or clicked at log index
-/// `from` or later within `until_ms`, with everything they did with each in
-/// that window.
+/// `from` or later within `until_ms`, other than the query video and the
+/// history (`excluded`: what was being watched when the list was shown, whose
+/// own watch a log may record after the list, and re-watches, which the
+/// pipeline never proposes), with everything they did with each in that
+/// window.
 fn next_videos<'e>(
     events: &'e [Event],
     outcomes: &[u32],
     from: usize,
     until_ms: i64,
     n: usize,
+    excluded: &std::collections::HashSet<&VideoId>,
 ) -> Vec<(&'e VideoId, Outcome)> {
     let start = outcomes.partition_point(|&i| (i as usize) < from);
     let mut found: Vec<(&VideoId, Outcome)> = Vec::new();
     let window = outcomes[start..].iter().map(|&i| &events[i as usize]).take_while(|e| e.timestamp_ms <= until_ms);
-    for e in window {
+    for e in window.filter(|e| !excluded.contains(&e.video)) {
         let slot = found.iter().position(|(v, _)| **v == e.video);
         let engaged = matches!(e.kind, EventKind::Watch { .. } | EventKind::Click);
         let k = match slot {
@@ -523,8 +527,14 @@ pub fn examples(
         // What the user went on to watch.
         let after = shown.end.max(i);
         let user_outcomes = outcomes.get(e.user.as_str()).map_or(&[][..], Vec::as_slice);
-        let positives =
-            next_videos(events, user_outcomes, after, e.timestamp_ms.saturating_add(window_ms), r.next_videos);
+        let positives = next_videos(
+            events,
+            user_outcomes,
+            after,
+            e.timestamp_ms.saturating_add(window_ms),
+            r.next_videos,
+            &candidates::excluded(&query),
+        );
         if !positives.is_empty() {
             summary.with_positive += 1;
             summary.first_positive_in_candidates += u64::from(provenance.contains_key(positives[0].0));

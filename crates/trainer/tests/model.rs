@@ -224,3 +224,100 @@ fn the_model_directory_passes_the_contract_check_and_only_for_its_schema() {
     assert!(err.contains("feature schema"), "{err}");
     assert!(dir.path().join("model.onnx").metadata().unwrap().len() > 1_000);
 }
+
+/// Rows in groups of `size` (one request each) with exactly one click per
+/// group, at the row with the largest `dense[0]`.
+fn grouped(groups: usize, size: usize, seed: u64) -> Examples {
+    let mut ex = synthetic(groups * size, seed);
+    for g in 0..groups {
+        let rows = g * size..(g + 1) * size;
+        let best = rows.clone().max_by(|&a, &b| ex.dense[a * DENSE_LEN].total_cmp(&ex.dense[b * DENSE_LEN])).unwrap();
+        for i in rows {
+            ex.request[i] = g as u32;
+            ex.labels[i * 2] = f32::from(u8::from(i == best));
+        }
+    }
+    ex
+}
+
+#[test]
+fn the_softmax_click_loss_is_the_mean_cross_entropy_of_each_request() {
+    let config = TrainerConfig {
+        click_loss: watchnext_trainer::config::ClickLoss::Softmax,
+        softmax_bce_weight: 0.0,
+        position_mode: PositionMode::Absent,
+        gate_dropout: 0.0,
+        ..tiny_config(Architecture::Mmoe, PositionMode::Absent)
+    };
+    let ex = grouped(8, 5, 3);
+    let model = model_for(&config, &ex);
+    let batch = model.batch(&ex, 0, ex.len, None).unwrap();
+    let fwd = model.forward(&batch, false).unwrap();
+    let (_, per_task) = model.loss(&fwd, &batch).unwrap();
+    // By hand: per group, logsumexp of its click logits minus the clicked one's, averaged.
+    let logits = fwd.logits.to_vec2::<f32>().unwrap();
+    let mut want = 0.0f64;
+    for g in 0..8 {
+        let rows = g * 5..(g + 1) * 5;
+        let x: Vec<f64> = rows.clone().map(|i| f64::from(logits[i][0])).collect();
+        let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let pos = rows.clone().position(|i| ex.labels[i * 2] > 0.5).unwrap();
+        want += lse - x[pos];
+    }
+    want /= 8.0;
+    assert!((f64::from(per_task[0]) - want).abs() < 1e-4, "{} vs {want}", per_task[0]);
+
+    // A batch boundary never cuts a request in two with this loss.
+    assert_eq!(train::batch_end(&model, &ex, 0, 7), 10);
+    assert_eq!(train::batch_end(&model, &ex, 10, 5), 15);
+}
+
+#[test]
+fn training_with_the_softmax_loss_learns_to_order_each_request() {
+    let config = TrainerConfig {
+        click_loss: watchnext_trainer::config::ClickLoss::Softmax,
+        max_epochs: 4,
+        position_mode: PositionMode::Absent,
+        ..tiny_config(Architecture::Mmoe, PositionMode::Absent)
+    };
+    let (tr, va) = (grouped(600, 5, 4), grouped(200, 5, 5));
+    let model = model_for(&config, &tr);
+    train::train(&model, &tr, &va, &TrainOptions::default()).unwrap();
+    let batch = model.batch(&va, 0, va.len, None).unwrap();
+    let logits = model.forward(&batch, false).unwrap().logits.to_vec2::<f32>().unwrap();
+    let mut top = 0;
+    for g in 0..200 {
+        let rows = g * 5..(g + 1) * 5;
+        let best = rows.clone().max_by(|&a, &b| logits[a][0].total_cmp(&logits[b][0])).unwrap();
+        top += usize::from(va.labels[best * 2] > 0.5);
+    }
+    // Chance is 1 in 5.
+    assert!(top > 120, "the clicked row ranked first in {top} of 200 requests");
+}
+
+#[test]
+fn ignored_features_have_no_effect_on_the_output() {
+    let config = TrainerConfig {
+        ignore_features: vec![watchnext_core::features::DENSE[0].to_owned()],
+        ..tiny_config(Architecture::Mmoe, PositionMode::Absent)
+    };
+    let ex = synthetic(64, 6);
+    let model = model_for(&config, &ex);
+    let mut changed = ex.clone();
+    for i in 0..changed.len {
+        changed.dense[i * DENSE_LEN] += 100.0;
+    }
+    let out = |e: &Examples| {
+        let b = model.batch(e, 0, e.len, None).unwrap();
+        model.forward(&b, false).unwrap().logits.to_vec2::<f32>().unwrap()
+    };
+    assert_eq!(out(&ex), out(&changed));
+    // Without the setting the same change moves the output.
+    let plain = model_for(&tiny_config(Architecture::Mmoe, PositionMode::Absent), &ex);
+    let out_plain = |e: &Examples| {
+        let b = plain.batch(e, 0, e.len, None).unwrap();
+        plain.forward(&b, false).unwrap().logits.to_vec2::<f32>().unwrap()
+    };
+    assert_ne!(out_plain(&ex), out_plain(&changed));
+}
