@@ -231,7 +231,10 @@ fn grouped(groups: usize, size: usize, seed: u64) -> Examples {
     let mut ex = synthetic(groups * size, seed);
     for g in 0..groups {
         let rows = g * size..(g + 1) * size;
-        let best = rows.clone().max_by(|&a, &b| ex.dense[a * DENSE_LEN].total_cmp(&ex.dense[b * DENSE_LEN])).unwrap();
+        let best = rows
+            .clone()
+            .max_by(|&a, &b| ex.dense[a * DENSE_LEN].total_cmp(&ex.dense[b * DENSE_LEN]))
+            .expect("a group has rows");
         for i in rows {
             ex.request[i] = g as u32;
             ex.labels[i * 2] = f32::from(u8::from(i == best));
