@@ -138,27 +138,32 @@ impl GlobalArgs {
 }
 
 /// On SIGHUP, reads the configuration again (file, environment, the same
-/// flags) and applies its combiner weights without a restart.
+/// flags) and applies its combiner weights without a restart. The handler is
+/// registered before this returns: call it before announcing the server, or
+/// a SIGHUP right after the announce line would take the default action and
+/// end the process.
 fn reload_on_sighup(
     global: GlobalArgs,
     extra: Vec<(&'static str, String)>,
     recommender: std::sync::Arc<watchnext_recommender::Recommender>,
 ) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP: combiner weights reload only through Admin.SetCombinerWeights");
             return;
         };
-        while hup.recv().await.is_some() {
-            match global.load(&extra).and_then(|c| app::reload_combiner(&recommender, &c)) {
-                Ok(()) => {}
-                Err(err) => {
-                    tracing::error!(%err, "SIGHUP: the configuration was not applied; the running weights stay")
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match global.load(&extra).and_then(|c| app::reload_combiner(&recommender, &c)) {
+                    Ok(()) => {}
+                    Err(err) => {
+                        tracing::error!(%err, "SIGHUP: the configuration was not applied; the running weights stay")
+                    }
                 }
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
     let _ = (global, extra, recommender);
 }
@@ -199,10 +204,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&extra)?;
                 crate::telemetry::init_logging(&config.log);
                 let running = app::start(config).await?;
-                announce(&running);
                 if let Some(recommender) = running.recommender.clone() {
                     reload_on_sighup(cli.global, extra, recommender);
                 }
+                announce(&running);
                 running.until_signal().await
             }
             Command::Demo(args) => {
