@@ -334,7 +334,22 @@ pub fn eval_model(config: &Config, args: ModelEvalArgs) -> anyhow::Result<()> {
         );
     }
     for c in &outcome.bias_curves {
-        println!("  bias {:<8} mean |learned − true| {:.4}", c.device, c.mean_abs_error);
+        let learned = |p: usize| c.learned.get(p - 1).map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"));
+        match c.mean_abs_error {
+            Some(e) => println!(
+                "  bias {:<8} learned p2 {} p5 {}, mean |learned − true| {e:.4}",
+                c.device,
+                learned(2),
+                learned(5)
+            ),
+            None => println!(
+                "  bias {:<8} learned p2 {} p5 {} ({} test rows with a position)",
+                c.device,
+                learned(2),
+                learned(5),
+                c.rows
+            ),
+        }
     }
     if let (Some(m), Some(l)) = (outcome.ndcg_model, outcome.ndcg_logged) {
         println!("  NDCG@10 vs true relevance: model {m:.4}, logged order {l:.4}");

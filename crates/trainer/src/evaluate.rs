@@ -8,10 +8,11 @@
 //! - [`gate_report`]: expert utilisation per task gate — mean weight per
 //!   expert, the gate's entropy (of the mean), and how many experts get
 //!   under 1% (a gate with most experts under 1% has polarised).
-//! - With the synthetic world's ground truth: [`bias_curves`] compares the
-//!   shallow tower's learned position bias with the true examination curve
-//!   per device, and [`ndcg_vs_truth`] measures how well the model orders
-//!   each logged list by true relevance r(u, v) (NDCG@10).
+//! - [`bias_curves`]: the shallow tower's learned position bias per device,
+//!   for any data with positions, beside the logged click rate by slot and,
+//!   with the synthetic world's ground truth, the true examination curve.
+//! - [`ndcg_vs_truth`] (world only) measures how well the model orders each
+//!   logged list by true relevance r(u, v) (NDCG@10).
 
 use std::path::Path;
 
@@ -197,39 +198,96 @@ pub struct BiasTower {
 
 pub const BIAS_TOWER_FILE: &str = "bias_tower.json";
 
-/// The learned against the true position bias of one device.
+/// The learned position bias of one device, beside what the data show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BiasCurve {
     pub device: String,
     pub positions: Vec<u32>,
     /// exp(b(p, d) − b(1, d)): the learned examination odds relative to slot 1.
     pub learned: Vec<f64>,
-    /// e(p, d) / e(1, d) from the world.
-    pub truth: Vec<f64>,
-    /// Mean absolute difference over the positions.
-    pub mean_abs_error: f64,
+    /// The logged click rate at slot p over the rate at slot 1, in the rows
+    /// given (the evaluation's test period). It mixes position with what the
+    /// logging policy put there, which is what the tower separates; NaN
+    /// where a slot has fewer than [`MIN_OBSERVED_ROWS`] rows.
+    pub observed: Vec<f64>,
+    /// Rows of this device with a position in the rows given.
+    pub rows: u64,
+    /// e(p, d) / e(1, d) from the synthetic world, when the data come from one.
+    pub truth: Option<Vec<f64>>,
+    /// Mean |learned − truth| over the positions, with a world.
+    pub mean_abs_error: Option<f64>,
 }
 
-/// Learned vs true examination curves for the devices of the world.
+/// Slots with fewer logged rows than this show no observed click rate.
+pub const MIN_OBSERVED_ROWS: u64 = 30;
+
+/// The shallow tower's position bias per device, for any data with positions.
 ///
 /// The tower adds b(p, d) to the click logit, so exp(b(p) − b(1)) is the
-/// learned ratio of click odds between slot p and slot 1. The world's clicks
-/// are e(p, d)·r(u, v): for small click probabilities the odds ratio is the
-/// examination ratio e(p)/e(1), which is what this compares with.
-pub fn bias_curves(tower: &BiasTower, world: &World, max_position: u32) -> Vec<BiasCurve> {
+/// learned ratio of click odds between slot p and slot 1. Devices appear when
+/// `rows` holds positioned rows of theirs (every device, with a world). With
+/// a world, the curve is set against the truth: the world's clicks are
+/// e(p, d)·r(u, v), so for small click probabilities the odds ratio is the
+/// examination ratio e(p)/e(1).
+pub fn bias_curves(tower: &BiasTower, rows: &Examples, world: Option<&World>, max_position: u32) -> Vec<BiasCurve> {
     let top = max_position.min(tower.max_position);
-    [Device::Phone, Device::Tablet, Device::Tv, Device::Desktop]
+    let click = rows.tasks.iter().position(|t| t == "click");
+    let t = rows.num_tasks();
+    // Per device and slot 1..=top: (rows, clicks).
+    let devices = Device::ALL.len();
+    let mut counts = vec![vec![(0u64, 0u64); top as usize + 1]; devices];
+    let mut per_device = vec![0u64; devices];
+    for i in 0..rows.len {
+        let (p, d) = (rows.position[i], usize::from(rows.device[i]));
+        if p == 0 || p > top || d >= devices {
+            continue;
+        }
+        per_device[d] += 1;
+        if let Some(k) = click.filter(|&k| rows.mask[i * t + k] > 0.0) {
+            let cell = &mut counts[d][p as usize];
+            cell.0 += 1;
+            cell.1 += u64::from(rows.labels[i * t + k] > 0.5);
+        }
+    }
+    Device::ALL
         .into_iter()
+        // With a world: its four devices (it logs no unknown one); otherwise
+        // every device the rows show, unknown included (an import has no
+        // device).
+        .filter(|&device| match world {
+            Some(_) => device != Device::Unknown,
+            None => per_device[device.index()] > 0,
+        })
         .filter_map(|device| {
             let row = tower.position_device.get(device.index())?;
             let b1 = f64::from(*row.get(1)?);
             let positions: Vec<u32> = (1..=top).collect();
             let learned: Vec<f64> = positions.iter().map(|&p| (f64::from(row[p as usize]) - b1).exp()).collect();
-            let e1 = world.examination(1, device);
-            let truth: Vec<f64> = positions.iter().map(|&p| world.examination(p, device) / e1).collect();
-            let mean_abs_error =
-                learned.iter().zip(&truth).map(|(l, t)| (l - t).abs()).sum::<f64>() / positions.len().max(1) as f64;
-            Some(BiasCurve { device: device.name().to_owned(), positions, learned, truth, mean_abs_error })
+            let rate = |(n, c): (u64, u64)| if n >= MIN_OBSERVED_ROWS { c as f64 / n as f64 } else { f64::NAN };
+            let r1 = rate(counts[device.index()][1]);
+            let observed: Vec<f64> = positions
+                .iter()
+                .map(|&p| {
+                    let r = rate(counts[device.index()][p as usize]);
+                    if r1 > 0.0 { r / r1 } else { f64::NAN }
+                })
+                .collect();
+            let truth = world.map(|world| {
+                let e1 = world.examination(1, device);
+                positions.iter().map(|&p| world.examination(p, device) / e1).collect::<Vec<f64>>()
+            });
+            let mean_abs_error = truth.as_ref().map(|truth| {
+                learned.iter().zip(truth).map(|(l, t)| (l - t).abs()).sum::<f64>() / positions.len().max(1) as f64
+            });
+            Some(BiasCurve {
+                device: device.name().to_owned(),
+                positions,
+                learned,
+                observed,
+                rows: per_device[device.index()],
+                truth,
+                mean_abs_error,
+            })
         })
         .collect()
 }
@@ -259,4 +317,60 @@ pub fn ndcg_vs_truth(world: &World, ex: &Examples, scores: &[f32], k: usize) -> 
         lists += 1;
     }
     (lists > 0).then(|| sum / lists as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logged rows of one device: `clicks[p - 1]` clicks out of `n` rows at slot p.
+    fn logged(ex: &mut Examples, device: Device, n: u64, clicks: &[u64]) {
+        for (slot, &c) in clicks.iter().enumerate() {
+            for i in 0..n {
+                ex.position.push(slot as u32 + 1);
+                ex.device.push(device.index() as u8);
+                ex.labels.extend([f32::from(u8::from(i < c)), 0.0]);
+                ex.mask.extend([1.0, 0.0]);
+                ex.len += 1;
+            }
+        }
+    }
+
+    fn empty() -> Examples {
+        Examples::new(vec!["click".into(), "watch_time".into()])
+    }
+
+    #[test]
+    fn curves_without_a_world_show_the_devices_logged_and_their_click_rates() {
+        // The tower learned b(p) = −0.5·(p − 1) for every device.
+        let row: Vec<f32> = (0..=4).map(|p| -0.5 * (p as f32 - 1.0)).collect();
+        let tower = BiasTower { task: "click".into(), max_position: 4, position_device: vec![row; Device::ALL.len()] };
+        // Only tablets were logged; slot 4 has too few rows for a rate.
+        let mut ex = empty();
+        logged(&mut ex, Device::Tablet, 100, &[40, 20, 10]);
+        logged(&mut ex, Device::Tablet, MIN_OBSERVED_ROWS - 1, &[0, 0, 0, 5]);
+        let curves = bias_curves(&tower, &ex, None, 4);
+        assert_eq!(curves.len(), 1, "only the device with positioned rows");
+        let c = &curves[0];
+        assert_eq!((c.device.as_str(), c.rows), ("tablet", 300 + 4 * (MIN_OBSERVED_ROWS - 1)));
+        assert_eq!(c.positions, [1, 2, 3, 4]);
+        for (p, learned) in c.learned.iter().enumerate() {
+            assert!((learned - (-0.5 * p as f64).exp()).abs() < 1e-6, "{learned}");
+        }
+        // Slot 1: 40 of 129 clicked; slot 2: 20 of 129; slot 3: 10 of 129.
+        assert!((c.observed[0] - 1.0).abs() < 1e-12);
+        assert!((c.observed[1] - 0.5).abs() < 1e-12 && (c.observed[2] - 0.25).abs() < 1e-12);
+        assert!(c.observed[3].is_nan(), "under {MIN_OBSERVED_ROWS} rows at slot 4");
+        assert_eq!((c.truth.as_ref(), c.mean_abs_error), (None, None));
+    }
+
+    #[test]
+    fn rows_without_positions_give_no_curve() {
+        let tower =
+            BiasTower { task: "click".into(), max_position: 4, position_device: vec![vec![0.0; 5]; Device::ALL.len()] };
+        let mut ex = empty();
+        logged(&mut ex, Device::Phone, 50, &[5]);
+        ex.position.iter_mut().for_each(|p| *p = 0);
+        assert!(bias_curves(&tower, &ex, None, 4).is_empty());
+    }
 }

@@ -97,15 +97,17 @@ fn score_one(
             let scores: Vec<f32> = (0..split.test.len).map(|i| predictions.values[i * t + click]).collect();
             ndcg = evaluate::ndcg_vs_truth(world, &split.test, &scores, 10);
         }
-        bias = bias_error(&model, world);
+        bias = bias_error(&model, &split.test, world);
     }
     Ok(Scored { metrics, polarised, gates: gates.len(), ndcg, bias, best_epoch: report.best_epoch })
 }
 
-fn bias_error(model: &Model, world: &World) -> Option<f64> {
+fn bias_error(model: &Model, rows: &crate::dataset::Examples, world: &World) -> Option<f64> {
     let tower = model.bias_tower()?;
-    let curves = evaluate::bias_curves(&tower, world, model.config.max_position.min(world.config().list_size));
-    (!curves.is_empty()).then(|| curves.iter().map(|c| c.mean_abs_error).sum::<f64>() / curves.len() as f64)
+    let top = model.config.max_position.min(world.config().list_size);
+    let errors: Vec<f64> =
+        evaluate::bias_curves(&tower, rows, Some(world), top).iter().filter_map(|c| c.mean_abs_error).collect();
+    (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64)
 }
 
 /// Trains and scores every variant on `split`; models go under `work_dir`.

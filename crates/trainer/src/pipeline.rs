@@ -264,7 +264,8 @@ pub struct EvalOutcome {
     pub test_rows: usize,
     pub metrics: Vec<TaskMetric>,
     pub gates: Vec<GateUtilisation>,
-    /// World data only: learned vs true position bias.
+    /// For data with positions: the shallow tower's position bias per
+    /// device, beside the logged click rate by slot and (world) the truth.
     pub bias_curves: Vec<BiasCurve>,
     /// World data only: NDCG@10 against true relevance of the model's click
     /// prediction, and of the logged order.
@@ -304,14 +305,22 @@ pub fn run_eval(
         notes.push("no synthetic world in the data folder: ground-truth comparisons skipped".into());
         None
     };
+    let tower_path = model_dir.join(BIAS_TOWER_FILE);
     let mut bias_curves = Vec::new();
+    if config.position_mode == PositionMode::ShallowTower && tower_path.is_file() {
+        let tower: BiasTower = read_json(&tower_path)?;
+        let top = world.as_ref().map_or(config.max_position, |w| config.max_position.min(w.config().list_size));
+        bias_curves = evaluate::bias_curves(&tower, &split.test, world.as_ref(), top);
+        if bias_curves.is_empty() {
+            notes.push(
+                "no test rows carry a list position (replayed candidates have none; served or logged impressions \
+                 do): no position-bias curve"
+                    .into(),
+            );
+        }
+    }
     let (mut ndcg_model, mut ndcg_logged) = (None, None);
     if let Some(world) = &world {
-        let tower_path = model_dir.join(BIAS_TOWER_FILE);
-        if config.position_mode == PositionMode::ShallowTower && tower_path.is_file() {
-            let tower: BiasTower = read_json(&tower_path)?;
-            bias_curves = evaluate::bias_curves(&tower, world, config.max_position.min(world.config().list_size));
-        }
         if let Some(click) = manifest.tasks.iter().position(|t| t.name == "click") {
             let t = manifest.tasks.len();
             let scores: Vec<f32> = (0..split.test.len).map(|i| predictions.values[i * t + click]).collect();

@@ -84,45 +84,74 @@ pub fn write(
         let _ = writeln!(md, "\n![expert utilisation](expert_utilisation.png)");
     }
     if !outcome.bias_curves.is_empty() {
-        let _ = writeln!(md, "\n## Position bias: shallow tower vs the world's truth\n");
+        let with_truth = outcome.bias_curves.iter().any(|c| c.truth.is_some());
+        let _ = writeln!(md, "\n## Position bias learned by the shallow tower\n");
         let _ = writeln!(
             md,
-            "exp(b(p, d) − b(1, d)) from the shallow tower (the learned click-odds ratio of slot p to slot 1) \
-             against the world's true examination ratio e(p, d)/e(1, d). For small click probabilities the two \
-             measure the same thing.\n"
+            "exp(b(p, d) − b(1, d)) from the shallow tower: the learned click-odds ratio of slot p to slot 1, \
+             which serving drops. Beside it, the logged click rate at slot p over slot 1 in the test period \
+             (position and the logging policy's choices together: the gap between the two is what the tower \
+             attributed to the videos rather than the slot; \"–\" where a slot has under {} rows){}.\n",
+            crate::evaluate::MIN_OBSERVED_ROWS,
+            if with_truth {
+                ", and the world's true examination ratio e(p, d)/e(1, d) — for small click probabilities the \
+                 learned ratio and the truth measure the same thing"
+            } else {
+                ""
+            }
         );
-        let _ = writeln!(md, "| device | mean abs error | learned p2 / p5 / p10 | true p2 / p5 / p10 |");
-        let _ = writeln!(md, "|---|---:|---|---|");
+        let _ = writeln!(
+            md,
+            "| device | test rows with a position | learned p2 / p5 / p10 | logged p2 / p5 / p10 | true p2 / p5 / p10 | mean abs error |"
+        );
+        let _ = writeln!(md, "|---|---:|---|---|---|---:|");
         let mut series = Vec::new();
         for (slot, c) in outcome.bias_curves.iter().enumerate() {
-            let at = |v: &[f64], p: usize| v.get(p - 1).map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"));
+            let at = |v: &[f64], p: usize| {
+                v.get(p - 1).filter(|x| x.is_finite()).map_or_else(|| "–".to_owned(), |x| format!("{x:.3}"))
+            };
+            let three = |v: &[f64]| format!("{} / {} / {}", at(v, 2), at(v, 5), at(v, 10));
             let _ = writeln!(
                 md,
-                "| {} | {:.4} | {} / {} / {} | {} / {} / {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 c.device,
-                c.mean_abs_error,
-                at(&c.learned, 2),
-                at(&c.learned, 5),
-                at(&c.learned, 10),
-                at(&c.truth, 2),
-                at(&c.truth, 5),
-                at(&c.truth, 10)
+                c.rows,
+                three(&c.learned),
+                three(&c.observed),
+                c.truth.as_deref().map_or_else(|| "–".to_owned(), three),
+                c.mean_abs_error.map_or_else(|| "–".to_owned(), |e| format!("{e:.4}"))
             );
-            let pts = |v: &[f64]| c.positions.iter().zip(v).map(|(p, y)| (f64::from(*p), *y)).collect::<Vec<_>>();
+            let pts = |v: &[f64]| {
+                c.positions.iter().zip(v).filter(|(_, y)| y.is_finite()).map(|(p, y)| (f64::from(*p), *y)).collect()
+            };
             series.push(
                 Series::new(format!("{} learned", c.device), pts(&c.learned))
                     .with_style(LineStyle::Markers)
                     .with_color(slot),
             );
-            series.push(
-                Series::new(format!("{} true", c.device), pts(&c.truth)).with_style(LineStyle::Dashed).with_color(slot),
-            );
+            match &c.truth {
+                Some(truth) => series.push(
+                    Series::new(format!("{} true", c.device), pts(truth))
+                        .with_style(LineStyle::Dashed)
+                        .with_color(slot),
+                ),
+                None if c.observed.iter().any(|x| x.is_finite()) => series.push(
+                    Series::new(format!("{} logged", c.device), pts(&c.observed))
+                        .with_style(LineStyle::Dashed)
+                        .with_color(slot),
+                ),
+                None => {}
+            }
         }
         let note = line_chart(
             &dir.join("bias_curves.png"),
-            "Position bias per device: learned vs true",
+            if with_truth {
+                "Position bias per device: learned vs true"
+            } else {
+                "Position bias per device: learned vs logged click rate"
+            },
             "position",
-            "examination relative to position 1",
+            "relative to position 1",
             &series,
         )
         .map_err(|e| PipelineError::File { path: e.path().to_owned(), problem: e.to_string() })?;
