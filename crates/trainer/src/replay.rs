@@ -32,7 +32,11 @@
 //! - **Labels**: the first `replay.next_videos` distinct videos the user
 //!   watched or clicked after the moment, within `replay.attribution_minutes`,
 //!   are its positives (click = 1, with the watch time, like, dismissal and
-//!   rating the user gave them in the window); the negatives are
+//!   rating the user gave them in the window). Videos the user watched
+//!   later in the same window are neither: they were wanted, only not
+//!   first, and as negatives they would teach the model to push down
+//!   exactly the candidates a user goes on to watch (on MovieLens a user
+//!   rates dozens of movies in one sitting). The negatives are
 //!   `replay.negatives_per_moment` videos sampled uniformly from the moment's
 //!   other candidates (`negatives = "candidates"`, positives outside the
 //!   candidates left out: the ranker never sees them at serving) or from the
@@ -295,7 +299,8 @@ fn outcome_index(events: &[Event]) -> HashMap<&str, Vec<u32>> {
 /// history (`excluded`: what was being watched when the list was shown, whose
 /// own watch a log may record after the list, and re-watches, which the
 /// pipeline never proposes), with everything they did with each in that
-/// window.
+/// window; and every further video watched or clicked in the window, which
+/// is then neither a positive nor a negative.
 fn next_videos<'e>(
     events: &'e [Event],
     outcomes: &[u32],
@@ -303,9 +308,10 @@ fn next_videos<'e>(
     until_ms: i64,
     n: usize,
     excluded: &std::collections::HashSet<&VideoId>,
-) -> Vec<(&'e VideoId, Outcome)> {
+) -> (Vec<(&'e VideoId, Outcome)>, std::collections::HashSet<&'e VideoId>) {
     let start = outcomes.partition_point(|&i| (i as usize) < from);
     let mut found: Vec<(&VideoId, Outcome)> = Vec::new();
+    let mut later: std::collections::HashSet<&VideoId> = std::collections::HashSet::new();
     let window = outcomes[start..].iter().map(|&i| &events[i as usize]).take_while(|e| e.timestamp_ms <= until_ms);
     for e in window.filter(|e| !excluded.contains(&e.video)) {
         let slot = found.iter().position(|(v, _)| **v == e.video);
@@ -316,7 +322,12 @@ fn next_videos<'e>(
                 found.push((&e.video, Outcome::default()));
                 found.len() - 1
             }
-            None => continue,
+            None => {
+                if engaged {
+                    later.insert(&e.video);
+                }
+                continue;
+            }
         };
         let o = &mut found[k].1;
         match e.kind {
@@ -334,7 +345,7 @@ fn next_videos<'e>(
             EventKind::Impression(_) => {}
         }
     }
-    found
+    (found, later)
 }
 
 /// Builds the examples of `events` (time ordered) by replaying `serving`
@@ -527,7 +538,7 @@ pub fn examples(
         // What the user went on to watch.
         let after = shown.end.max(i);
         let user_outcomes = outcomes.get(e.user.as_str()).map_or(&[][..], Vec::as_slice);
-        let positives = next_videos(
+        let (positives, watched_later) = next_videos(
             events,
             user_outcomes,
             after,
@@ -568,7 +579,9 @@ pub fn examples(
             }
         };
         candidate_rows.clear();
-        let is_positive = |v: &VideoId| positives.iter().any(|(p, _)| *p == v);
+        // Neither the positives nor what the user watched after them in the
+        // window can be a negative: they were wanted, only not first.
+        let is_positive = |v: &VideoId| positives.iter().any(|(p, _)| *p == v) || watched_later.contains(v);
         for (video, outcome) in &positives {
             if listed.contains(video) {
                 continue;
@@ -827,15 +840,16 @@ mod tests {
         let mut at_c = rows_of(&ex, "replay-2");
         at_c.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(at_c, [("c".into(), 1.0), ("d".into(), 0.0), ("e".into(), 0.0)]);
-        // u1 at a (before b): b positive, c and e negative (c was watched later: not the next one).
+        // u1 at a (before b): b positive, e negative; c, watched after b in
+        // the window, is neither (wanted, only not first).
         let mut at_b = rows_of(&ex, "replay-1");
         at_b.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(at_b, [("b".into(), 1.0), ("c".into(), 0.0), ("e".into(), 0.0)]);
+        assert_eq!(at_b, [("b".into(), 1.0), ("e".into(), 0.0)]);
         // u1's last moment (before d, long after c): d is its positive, but the query c has no list.
         assert!(rows_of(&ex, "replay-5").is_empty());
         assert_eq!(r.with_positive, 4);
         assert_eq!(r.first_positive_in_candidates, 3);
-        assert_eq!((r.candidate_positives, r.candidate_negatives), (3, 6));
+        assert_eq!((r.candidate_positives, r.candidate_negatives), (3, 5));
 
         // Features: the shared schema at the moment's time, with the history by the serving rule.
         let i = (0..ex.len)
