@@ -444,6 +444,8 @@ struct ProtocolReport {
     rewatch_cases_skipped: usize,
     /// Recall of all the merged candidates (≤ `recommender.max_candidates`).
     union_recall: f64,
+    /// What each generator adds to the union.
+    contributions: Vec<Contribution>,
     max_candidates: usize,
     variants: Vec<TrainedVariant>,
     scores: Scores,
@@ -453,6 +455,18 @@ struct ProtocolReport {
     /// generator and to popularity, HR@10 and NDCG@10 (the smallest K).
     ratios: Vec<RatioLine>,
     seconds: f64,
+}
+
+/// One generator's share of the union's hits.
+#[derive(Debug, Clone, Serialize)]
+struct Contribution {
+    generator: String,
+    /// Share of cases whose held-out video this generator put in the
+    /// merged candidates.
+    in_union: f64,
+    /// Share of cases where no other generator did: the union's recall
+    /// without this generator would be that much lower.
+    only_this: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -698,6 +712,9 @@ async fn run_protocol(
     let k_max = ks.iter().copied().max().unwrap_or(10);
     let mut scorer = Scorer::new(methods.clone(), ks.clone());
     let mut union_hits = 0usize;
+    // Per generator: cases whose held-out video it proposed, and those where
+    // no other generator did (what the union would lose without it).
+    let mut proposed: BTreeMap<String, (usize, usize)> = present.iter().map(|g| (g.to_string(), (0, 0))).collect();
     // One JSON line per case: each method's rank of the held-out video.
     let mut per_case = String::new();
 
@@ -758,6 +775,14 @@ async fn run_protocol(
         let mut merged: Vec<VideoId> =
             first.map(|(_, t)| t.candidates.iter().map(|c| c.video.clone()).collect()).unwrap_or_default();
         union_hits += usize::from(merged.contains(&case.held_out));
+        if let Some(found) = first.and_then(|(_, t)| t.candidates.iter().find(|c| c.video == case.held_out)) {
+            for (source, _) in &found.sources {
+                if let Some(cell) = proposed.get_mut(source_name(*source)) {
+                    cell.0 += 1;
+                    cell.1 += usize::from(found.sources.len() == 1);
+                }
+            }
+        }
         keep(&mut merged);
         lists.push(merged);
         for (rec, answer) in recommenders.iter().zip(&traces) {
@@ -857,6 +882,14 @@ async fn run_protocol(
         cases,
         rewatch_cases_skipped: split.rewatches,
         union_recall: union_hits as f64 / cases.max(1) as f64,
+        contributions: proposed
+            .into_iter()
+            .map(|(generator, (found, alone))| Contribution {
+                generator,
+                in_union: found as f64 / cases.max(1) as f64,
+                only_this: alone as f64 / cases.max(1) as f64,
+            })
+            .collect(),
         max_candidates: config.recommender.max_candidates as usize,
         variants: trained,
         scores,
@@ -916,6 +949,20 @@ fn markdown(data: &DataDir, args: &PipelineArgs, reports: &[ProtocolReport], sec
             100.0 * r.union_recall,
             r.seconds
         ));
+        if !r.contributions.is_empty() {
+            md.push_str(
+                "| generator | held-out video among its merged candidates | only this generator proposed it |\n|---|---:|---:|\n",
+            );
+            for c in &r.contributions {
+                md.push_str(&format!(
+                    "| {} | {:.1}% | {:.1}% |\n",
+                    c.generator,
+                    100.0 * c.in_union,
+                    100.0 * c.only_this
+                ));
+            }
+            md.push('\n');
+        }
         md.push_str("| ranking model | training rows | test click AUC (its own replayed test period) | train s |\n|---|---:|---:|---:|\n");
         for v in &r.variants {
             md.push_str(&format!(
