@@ -320,14 +320,12 @@ pub fn run_eval(
         }
     }
     let (mut ndcg_model, mut ndcg_logged) = (None, None);
-    if let Some(world) = &world {
-        if let Some(click) = manifest.tasks.iter().position(|t| t.name == "click") {
-            let t = manifest.tasks.len();
-            let scores: Vec<f32> = (0..split.test.len).map(|i| predictions.values[i * t + click]).collect();
-            ndcg_model = evaluate::ndcg_vs_truth(world, &split.test, &scores, 10);
-            let logged: Vec<f32> = split.test.position.iter().map(|&p| -(p as f32)).collect();
-            ndcg_logged = evaluate::ndcg_vs_truth(world, &split.test, &logged, 10);
-        }
+    if let (Some(world), Some(click)) = (&world, manifest.tasks.iter().position(|t| t.name == "click")) {
+        let t = manifest.tasks.len();
+        let scores: Vec<f32> = (0..split.test.len).map(|i| predictions.values[i * t + click]).collect();
+        ndcg_model = evaluate::ndcg_vs_truth(world, &split.test, &scores, 10);
+        let logged: Vec<f32> = split.test.position.iter().map(|&p| -(p as f32)).collect();
+        ndcg_logged = evaluate::ndcg_vs_truth(world, &split.test, &logged, 10);
     }
     let training: Option<TrainReport> = read_json(&model_dir.join(TRAINING_FILE)).ok();
     let report_dir = model_dir.join("report");
