@@ -535,6 +535,14 @@ pub async fn pipeline(config: &Config, args: PipelineArgs) -> anyhow::Result<()>
         trainer.max_epochs = e;
     }
     trainer.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let tasks: Vec<&str> = trainer.tasks.iter().map(|t| t.name.as_str()).collect();
+    for (text, weights) in &weightings {
+        if let Some(unknown) = weights.keys().find(|k| !tasks.contains(&k.as_str())) {
+            anyhow::bail!(
+                "--weights `{text}`: `{unknown}` is not a task of the ranking model; its tasks are {tasks:?}"
+            );
+        }
+    }
     println!(
         "eval pipeline on {}: {} events, {} videos{}",
         data.root().display(),

@@ -156,3 +156,88 @@ fn train_sequence_then_eval_generators_as_a_user_runs_them() {
         assert!(out.contains(method), "{method} missing: {out}");
     }
 }
+
+#[test]
+fn eval_pipeline_reports_the_final_list_beside_its_generators_and_baselines() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("sim");
+    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
+    assert!(ok, "{out}");
+    let config = root.path().join("watchnext.toml");
+    std::fs::write(
+        &config,
+        "[trainer]\nembedding_dim = 4\nbottom = 16\nexperts = 3\nexpert_layers = [8, 8]\ntower_layers = [4]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let report = root.path().join("report");
+    let eval = |weights: &str| {
+        watchnext(
+            &data,
+            &[
+                "--config",
+                config,
+                "eval",
+                "pipeline",
+                "--protocol",
+                "leave-last-out",
+                "--cases",
+                "60",
+                "--bootstrap",
+                "50",
+                "--truth-cases",
+                "20",
+                "--epochs",
+                "1",
+                "--weights",
+                weights,
+                "--quiet",
+                "--out",
+                report.to_str().unwrap(),
+            ],
+        )
+    };
+
+    // A weight for a task the model does not have is refused, naming the tasks.
+    let (ok, out) = eval("click=1,watch_time=0");
+    assert!(!ok && out.contains("`watch_time` is not a task") && out.contains("\"watch\""), "{out}");
+
+    let (ok, out) = eval("click=1,watch=0");
+    assert!(ok, "{out}");
+    assert!(out.contains("final list / ") && out.contains("popularity baseline"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    let protocol = &json[0];
+    assert_eq!(protocol["protocol"], "leave-last-out");
+    let cases = protocol["cases"].as_u64().unwrap();
+    assert!(cases > 0 && cases <= 60, "{cases}");
+    let methods: Vec<&str> =
+        protocol["scores"]["methods"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    for expected in [
+        "cowatch generator",
+        "merged candidates (fused order)",
+        "final list",
+        "final list, weights click=1,watch=0",
+        "popularity baseline",
+        "item co-occurrence baseline",
+    ] {
+        assert!(methods.contains(&expected), "{expected} missing from {methods:?}");
+    }
+    for m in protocol["scores"]["methods"].as_array().unwrap() {
+        for i in m["hit"].as_array().unwrap() {
+            let (lo, mean, hi) = (i["low"].as_f64().unwrap(), i["mean"].as_f64().unwrap(), i["high"].as_f64().unwrap());
+            assert!(lo <= mean && mean <= hi && (0.0..=1.0).contains(&mean), "{m}");
+        }
+        // The synthetic world grades every list against its truth.
+        assert!(m["truth_ndcg"].is_array(), "{m}");
+    }
+    let union = protocol["union_recall"].as_f64().unwrap();
+    for c in protocol["contributions"].as_array().unwrap() {
+        let (found, alone) = (c["in_union"].as_f64().unwrap(), c["only_this"].as_f64().unwrap());
+        assert!(alone <= found && found <= union + 1e-12, "{c}");
+    }
+    assert!(!protocol["ratios"].as_array().unwrap().is_empty());
+    let lines = std::fs::read_to_string(report.join("leave-last-out/cases.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, cases);
+    assert!(std::fs::read_to_string(report.join("report.md")).unwrap().contains("only this generator proposed it"));
+}
