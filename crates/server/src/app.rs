@@ -127,9 +127,10 @@ impl Running {
         Ok(())
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
-    pub async fn until_signal(self) -> anyhow::Result<()> {
-        wait_for_signal().await;
+    /// Serves until SIGTERM or Ctrl-C (listened for since `signals` was
+    /// registered), then shuts down gracefully.
+    pub async fn until_signal(self, signals: ShutdownSignals) -> anyhow::Result<()> {
+        signals.recv().await;
         tracing::info!(grace_seconds = self.grace.as_secs(), "shutting down: draining in-flight requests");
         self.shutdown().await
     }
@@ -146,24 +147,60 @@ impl Drop for Running {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT (Ctrl-C) listeners. Registering them replaces the
+/// default action (ending the process at once) with a graceful shutdown, so
+/// register before the server announces itself: a signal that arrives
+/// between the announce line and the registration would otherwise end the
+/// process without draining.
+#[derive(Debug)]
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Registers the listeners; needs the Tokio runtime. A listener that
+    /// cannot be registered is logged and that signal keeps its default.
+    pub fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |name: &str, kind| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    tracing::warn!(%err, signal = name, "cannot listen for the signal: it ends the process at once");
+                    None
+                }
+            };
+            Self { term: listen("SIGTERM", SignalKind::terminate()), int: listen("SIGINT", SignalKind::interrupt()) }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Waits for the first of the signals.
+    pub async fn recv(self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = one(self.term) => {},
+                () = one(self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

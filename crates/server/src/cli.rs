@@ -145,7 +145,7 @@ impl GlobalArgs {
 fn reload_on_sighup(
     global: GlobalArgs,
     extra: Vec<(&'static str, String)>,
-    recommender: std::sync::Arc<watchnext_recommender::Recommender>,
+    recommender: Option<std::sync::Arc<watchnext_recommender::Recommender>>,
 ) {
     #[cfg(unix)]
     {
@@ -155,7 +155,13 @@ fn reload_on_sighup(
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match global.load(&extra).and_then(|c| app::reload_combiner(&recommender, &c)) {
+                // A role without a recommender has nothing SIGHUP reloads,
+                // but the signal must not end it (its default action).
+                let Some(recommender) = &recommender else {
+                    tracing::info!("SIGHUP: this role has no combiner weights to reload");
+                    continue;
+                };
+                match global.load(&extra).and_then(|c| app::reload_combiner(recommender, &c)) {
                     Ok(()) => {}
                     Err(err) => {
                         tracing::error!(%err, "SIGHUP: the configuration was not applied; the running weights stay")
@@ -204,11 +210,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&extra)?;
                 crate::telemetry::init_logging(&config.log);
                 let running = app::start(config).await?;
-                if let Some(recommender) = running.recommender.clone() {
-                    reload_on_sighup(cli.global, extra, recommender);
-                }
+                // Every handler before the announce line: a signal right
+                // after it must find them (issue 14).
+                let signals = app::ShutdownSignals::register();
+                reload_on_sighup(cli.global, extra, running.recommender.clone());
                 announce(&running);
-                running.until_signal().await
+                running.until_signal(signals).await
             }
             Command::Demo(args) => {
                 let mut config = cli.global.load(&[("server.role", "all".to_owned())])?;
@@ -236,9 +243,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let report = health::check(&url).await?;
                 println!("{report}");
                 if args.serve {
+                    // Registered only now: until here Ctrl-C ends the demo at once.
+                    let signals = app::ShutdownSignals::register();
                     println!("watchnext is serving on {} (Ctrl-C to stop).", running.addr);
                     println!("Try:  grpcurl -plaintext {} list", running.addr);
-                    running.until_signal().await
+                    running.until_signal(signals).await
                 } else {
                     println!("Done. `watchnext demo --serve` keeps the server up afterwards; `watchnext serve` serves this data folder.");
                     running.shutdown().await

@@ -47,6 +47,43 @@ fn serve_starts_reports_health_and_stops_cleanly_on_sigterm() {
     }
 }
 
+/// Signal handlers exist before the announce line, in every role: SIGHUP
+/// and SIGTERM sent the moment it appears reload and drain instead of
+/// killing the process (each would end it under its default action).
+/// Several starts, since the race this guards against was a matter of
+/// scheduling; a ranker, since a role without a recommender once had no
+/// SIGHUP handler at all.
+#[test]
+fn signals_right_after_the_announce_line_are_handled_not_fatal() {
+    for (attempt, role) in ["all", "ranker", "all", "cowatch", "all"].into_iter().enumerate() {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["serve", "--role", role, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn watchnext");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("announce line");
+        assert!(line.starts_with("watchnext listening"), "{line:?}");
+        let pid = child.id().to_string();
+        for signal in ["-HUP", "-TERM"] {
+            assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "attempt {attempt} ({role}): did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "attempt {attempt} ({role}): a signal took its default action: {status}");
+    }
+}
+
 #[test]
 fn a_missing_onnx_runtime_library_says_how_to_fix_it() {
     let out = Command::new(BIN)
