@@ -17,6 +17,21 @@ fn watchnext(data: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A toy world's data folder under `root` and a config file whose
+/// `[trainer]` section asks for a small network.
+fn toy_world_and_small_network(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = root.join("sim");
+    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
+    assert!(ok, "{out}");
+    let config = root.join("watchnext.toml");
+    std::fs::write(
+        &config,
+        "[trainer]\nembedding_dim = 4\nbottom = 16\nexperts = 3\nexpert_layers = [8, 8]\ntower_layers = [4]\n",
+    )
+    .expect("write the config file");
+    (data, config)
+}
+
 fn segments(data: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(data.join("feedback"))
         .expect("log folder")
@@ -95,16 +110,7 @@ fn a_bad_import_path_is_a_clear_error() {
 #[test]
 fn train_then_eval_as_a_user_runs_them() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("sim");
-    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
-    assert!(ok, "{out}");
-    // A small network through the [trainer] section of a config file.
-    let config = root.path().join("watchnext.toml");
-    std::fs::write(
-        &config,
-        "[trainer]\nembedding_dim = 4\nbottom = 16\nexperts = 3\nexpert_layers = [8, 8]\ntower_layers = [4]\n",
-    )
-    .unwrap();
+    let (data, config) = toy_world_and_small_network(root.path());
     let config = config.to_str().unwrap();
 
     let (ok, out) = watchnext(&data, &["--config", config, "eval"]);
@@ -160,15 +166,7 @@ fn train_sequence_then_eval_generators_as_a_user_runs_them() {
 #[test]
 fn eval_pipeline_reports_the_final_list_beside_its_generators_and_baselines() {
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("sim");
-    let (ok, out) = watchnext(&data, &["world", "generate", "--preset", "toy", "--events", "30000"]);
-    assert!(ok, "{out}");
-    let config = root.path().join("watchnext.toml");
-    std::fs::write(
-        &config,
-        "[trainer]\nembedding_dim = 4\nbottom = 16\nexperts = 3\nexpert_layers = [8, 8]\ntower_layers = [4]\n",
-    )
-    .unwrap();
+    let (data, config) = toy_world_and_small_network(root.path());
     let config = config.to_str().unwrap();
     let report = root.path().join("report");
     let eval = |weights: &str| {
