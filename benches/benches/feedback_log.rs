@@ -10,7 +10,7 @@ use std::{hint::black_box, path::PathBuf, time::Duration};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use watchnext_core::{
     Device, UserId, VideoId,
-    event::{Event, EventKind, EventSink, FeatureVector, Impression, Source},
+    event::{Event, EventKind, EventSink, FeatureVector, Impression, Source, Vote},
 };
 use watchnext_feedback::{FeedbackLog, JoinOptions, LogOptions, join_events};
 
@@ -25,7 +25,7 @@ fn event(i: u64) -> Event {
         EventKind::Impression(Impression {
             position: (i % 20) as u32 + 1,
             query_video: VideoId::parse("q", &format!("video-{}", i % 5000)).ok(),
-            sources: vec![(Source::Cowatch, 0.7), (Source::Topic, 0.2)],
+            sources: vec![Vote::new(Source::Cowatch, 0.7, 1), Vote::new(Source::Topic, 0.2, 2)],
             features: Some(FeatureVector { schema_hash: "bench".into(), dense: vec![0.5; 16], sparse: vec![7; 4] }),
             model_version: "m1".into(),
             experiment_arm: "control".into(),

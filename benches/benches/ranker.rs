@@ -32,7 +32,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use watchnext_core::{
     Device, History, RequestContext, RequestId, UserId, VideoId,
     catalog::Catalog,
-    event::{Event, Source},
+    event::{Event, Source, Vote},
     features::{DENSE_LEN, FeatureSchema},
     generator::Generator,
     history::RecentWatches,
@@ -155,7 +155,7 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .map(|(i, v)| RankCandidate {
             video: VideoId::parse("v", &v.id).expect("id"),
-            sources: vec![(if i % 3 == 0 { Source::Topic } else { Source::Cowatch }, 0.5)],
+            sources: vec![Vote::new(if i % 3 == 0 { Source::Topic } else { Source::Cowatch }, 0.5, (i / 3 + 1) as u32)],
         })
         .collect();
     let macs = macs_per_row(&config);

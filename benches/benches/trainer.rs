@@ -1,6 +1,6 @@
 //! The trainer's throughput: training examples per second of one epoch of
 //! `train::train` over 8 batches × 512 synthetic rows, for the reference
-//! model of `shared/reference/machine-limits.md` (input 258 = 34 dense +
+//! model of `shared/reference/machine-limits.md` (input 262 = 38 dense +
 //! 7 sparse fields × 32, shared bottom 256, 8 experts 256→128→64, the 5
 //! default tasks with towers 64→32→1, shallow tower, AdamW, batch 512).
 //!

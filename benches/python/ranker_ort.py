@@ -3,8 +3,8 @@ of `cargo bench -p watchnext-benches --bench ranker` (which writes the model
 and the feature rows and calls this script).
 
 Usage: ranker_ort.py DIR N [N ...]
-DIR holds models/bench/model.onnx, dense.f32 (rows × 34) and sparse.i64
-(rows × 7). Prints one line per N: the median time of one run over N rows,
+DIR holds models/bench/model.onnx, dense.f32 and sparse.i64 (row-major,
+as wide as the graph's `dense` and `sparse` inputs). Prints one line per N: the median time of one run over N rows,
 with one intra-op thread and no spinning, as the Rust side runs it.
 """
 
@@ -19,14 +19,15 @@ import onnxruntime as ort
 def main() -> int:
     root = pathlib.Path(sys.argv[1])
     sizes = [int(n) for n in sys.argv[2:]]
-    dense = np.fromfile(root / "dense.f32", dtype="<f4").reshape(-1, 34)
-    sparse = np.fromfile(root / "sparse.i64", dtype="<i8").reshape(-1, 7)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(root / "models" / "bench" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    width = {i.name: i.shape[1] for i in session.get_inputs()}
+    dense = np.fromfile(root / "dense.f32", dtype="<f4").reshape(-1, width["dense"])
+    sparse = np.fromfile(root / "sparse.i64", dtype="<i8").reshape(-1, width["sparse"])
     for n in sizes:
         feeds = {"dense": np.ascontiguousarray(dense[:n]), "sparse": np.ascontiguousarray(sparse[:n])}
         for _ in range(5):

@@ -5,8 +5,10 @@
 //! orders at serving are the same candidates with the same provenance.
 //!
 //! One candidate per video, carrying every generator that proposed it with
-//! that generator's score (provenance; the first score of a generator wins
-//! if it proposes a video twice). The query video and the videos the request
+//! that generator's score and the video's 1-based place in that generator's
+//! list (provenance, a [`Vote`] each; a generator's first vote wins if it
+//! proposes a video twice). The place counts every entry of the list,
+//! excluded ones too, so it is the generator's own rank. The query video and the videos the request
 //! excludes (the user's recent history) are dropped, and so is a video the
 //! catalogue says was uploaded after the request's time: it cannot be
 //! watched yet (a request replayed or stamped in the past would otherwise be
@@ -16,7 +18,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::{catalog::Catalog, event::Source, ids::VideoId, request::Query};
+use crate::{
+    catalog::Catalog,
+    event::{Source, Vote},
+    ids::VideoId,
+    request::Query,
+};
 
 /// Rank constant of the reciprocal-rank fusion.
 pub const RRF_K: f64 = 60.0;
@@ -24,8 +31,8 @@ pub const RRF_K: f64 = 60.0;
 /// One generator's answer: its source and `(video, score)` best first.
 pub type SourceList = (Source, Vec<(VideoId, f32)>);
 
-/// Every generator that proposed a video, with its score.
-pub type Provenance = Vec<(Source, f32)>;
+/// Every generator that proposed a video, with its score and rank.
+pub type Provenance = Vec<Vote>;
 
 /// A merged candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +79,8 @@ pub fn merge(
             }
             let entry = merged.entry(video).or_default();
             entry.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
-            if !entry.1.iter().any(|(s, _)| s == source) {
-                entry.1.push((*source, *score));
+            if !entry.1.iter().any(|v| v.source == *source) {
+                entry.1.push(Vote::new(*source, *score, u32::try_from(rank + 1).unwrap_or(u32::MAX)));
             }
         }
     }
@@ -106,7 +113,10 @@ mod tests {
         // b: ranks 2 (topic) and 1 (+3, co-watch, counted again); a rank 1; c and d rank 2 (an
         // excluded video keeps its place in its list).
         assert_eq!(order, ["b", "a", "c", "d"]);
-        assert_eq!(merged[0].sources, [(Source::Topic, 0.8), (Source::Cowatch, 3.0)]);
+        assert_eq!(merged[0].sources, [Vote::new(Source::Topic, 0.8, 2), Vote::new(Source::Cowatch, 3.0, 1)]);
+        // c is co-watch's second; d context's second, after the excluded h.
+        assert_eq!(merged[2].sources, [Vote::new(Source::Cowatch, 2.0, 2)]);
+        assert_eq!(merged[3].sources, [Vote::new(Source::Context, 4.0, 2)]);
         let expected = 1.0 / (RRF_K + 2.0) + 1.0 / (RRF_K + 1.0) + 1.0 / (RRF_K + 3.0);
         assert!((merged[0].fused - expected).abs() < 1e-12);
         // c and d tie on fused score: the video id breaks it.

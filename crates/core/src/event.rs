@@ -34,6 +34,28 @@ pub fn source_name(source: Source) -> &'static str {
     }
 }
 
+/// One generator's vote for a candidate (its provenance).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Vote {
+    pub source: Source,
+    /// The generator's own score, comparable only within that generator.
+    pub score: f32,
+    /// The candidate's 1-based place in that generator's list; 0 when not
+    /// known (an imported log, an event written before ranks were kept).
+    pub rank: u32,
+}
+
+impl Vote {
+    pub fn new(source: Source, score: f32, rank: u32) -> Self {
+        Self { source, score, rank }
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> pb::Provenance {
+        pb::Provenance { source: self.source as i32, score: self.score, rank: self.rank }
+    }
+}
+
 /// The source with that lowercase name.
 pub fn source_from_name(name: &str) -> Option<Source> {
     SOURCES.into_iter().find(|s| source_name(*s) == name)
@@ -56,7 +78,7 @@ pub struct Impression {
     /// The video being watched when the list was shown.
     pub query_video: Option<VideoId>,
     /// Every generator that proposed the video, with its score.
-    pub sources: Vec<(Source, f32)>,
+    pub sources: Vec<Vote>,
     /// The features the ranker used (absent for logs of other policies).
     pub features: Option<FeatureVector>,
     pub model_version: String,
@@ -117,14 +139,14 @@ fn finite_non_negative(field: &str, v: f32, what: &str) -> Result<(), InvalidReq
     }
 }
 
-fn source_from_proto(field: &str, p: &pb::Provenance) -> Result<(Source, f32), InvalidRequest> {
+fn source_from_proto(field: &str, p: &pb::Provenance) -> Result<Vote, InvalidRequest> {
     let source = Source::try_from(p.source).map_err(|_| {
         InvalidRequest::new(format!("{field}.source"), format!("unknown candidate source {}", p.source))
     })?;
     if !p.score.is_finite() {
         return Err(InvalidRequest::new(format!("{field}.score"), "must be finite"));
     }
-    Ok((source, p.score))
+    Ok(Vote::new(source, p.score, p.rank))
 }
 
 impl Event {
@@ -219,11 +241,7 @@ impl Event {
         let event = match &self.kind {
             EventKind::Impression(imp) => PbEvent::Impression(pb::Impression {
                 position: imp.position,
-                sources: imp
-                    .sources
-                    .iter()
-                    .map(|(s, score)| pb::Provenance { source: *s as i32, score: *score })
-                    .collect(),
+                sources: imp.sources.iter().map(Vote::to_proto).collect(),
                 model_version: imp.model_version.clone(),
                 experiment_arm: imp.experiment_arm.clone(),
                 features: imp.features.as_ref().map(|f| pb::FeatureVector {
@@ -309,7 +327,7 @@ mod tests {
         let events = vec![
             event(PbEvent::Impression(pb::Impression {
                 position: 3,
-                sources: vec![pb::Provenance { source: Source::Cowatch as i32, score: 0.5 }],
+                sources: vec![pb::Provenance { source: Source::Cowatch as i32, score: 0.5, rank: 3 }],
                 features: Some(pb::FeatureVector { schema_hash: "h".into(), dense: vec![1.0], sparse: vec![7] }),
                 query_video_id: "q".into(),
                 model_version: "m1".into(),

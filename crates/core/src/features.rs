@@ -7,7 +7,11 @@
 //! Every candidate becomes two rows of fixed width:
 //! - `dense` — [`DENSE`] float32 values, named in [`DENSE`] (topic overlap with
 //!   the query video and with the user's recent history, candidate and query
-//!   durations and ages, generator sources and their scores, device one-hot,
+//!   durations and ages, generator sources, their scores and the candidate's
+//!   place in each generator's list (`1 / log2(1 + rank)`: 1 for a
+//!   generator's first, 0 when it did not propose the video or its rank is
+//!   not known; a generator's raw score is comparable only within one
+//!   request, its rank across all of them), device one-hot,
 //!   local time of day and week as sine/cosine, history length);
 //! - `sparse` — one int64 bucket per field of [`SPARSE`] (user, candidate,
 //!   query video, their primary topics, device, local hour), each hashed into
@@ -35,12 +39,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     catalog::{Catalog, Video},
-    event::Source,
+    event::{Source, Vote},
     request::{Device, HistoryEntry},
 };
 
 /// Bumped whenever the meaning or order of a feature changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Names of the dense features, in tensor order.
 pub const DENSE: &[&str] = &[
@@ -77,6 +81,10 @@ pub const DENSE: &[&str] = &[
     "score_cowatch",
     "score_sequence",
     "score_context",
+    "rank_topic",
+    "rank_cowatch",
+    "rank_sequence",
+    "rank_context",
     "source_count",
 ];
 
@@ -279,6 +287,12 @@ fn log_minutes(seconds: f32) -> f32 {
     (1.0 + f64::from(seconds.max(0.0)) / 60.0).ln() as f32
 }
 
+/// `1 / log2(1 + rank)` for a 1-based rank (1 → 1, 3 → 0.5, 1,023 → 0.1);
+/// 0 for an unknown rank (0).
+fn rank_discount(rank: u32) -> f32 {
+    if rank == 0 { 0.0 } else { (1.0 / (1.0 + f64::from(rank)).log2()) as f32 }
+}
+
 fn topic_hash(topic: &str) -> u64 {
     stable_hash(FNV_OFFSET, topic.as_bytes())
 }
@@ -373,14 +387,7 @@ impl<'s> RequestFeatures<'s> {
     ///
     /// # Panics
     /// If either slice has the wrong length (a caller's bug, not bad input).
-    pub fn candidate(
-        &self,
-        catalog: &Catalog,
-        video: &str,
-        sources: &[(Source, f32)],
-        dense: &mut [f32],
-        sparse: &mut [i64],
-    ) {
+    pub fn candidate(&self, catalog: &Catalog, video: &str, sources: &[Vote], dense: &mut [f32], sparse: &mut [i64]) {
         assert_eq!(dense.len(), DENSE_LEN, "dense row width");
         assert_eq!(sparse.len(), SPARSE_LEN, "sparse row width");
         let index = catalog.index_of(video);
@@ -409,11 +416,13 @@ impl<'s> RequestFeatures<'s> {
 
         let mut present = [0.0f32; 4];
         let mut scores = [0.0f32; 4];
-        for (source, score) in sources {
-            if let Some(k) = SOURCE_FEATURES.iter().position(|s| s == source) {
+        let mut ranks = [0.0f32; 4];
+        for vote in sources {
+            if let Some(k) = SOURCE_FEATURES.iter().position(|s| *s == vote.source) {
                 present[k] = 1.0;
-                let score = if score.is_finite() { *score } else { 0.0 };
+                let score = if vote.score.is_finite() { vote.score } else { 0.0 };
                 scores[k] = scores[k].max(score);
+                ranks[k] = ranks[k].max(rank_discount(vote.rank));
             }
         }
         let flag = |b: bool| f32::from(u8::from(b));
@@ -451,6 +460,10 @@ impl<'s> RequestFeatures<'s> {
             scores[1],
             scores[2],
             scores[3],
+            ranks[0],
+            ranks[1],
+            ranks[2],
+            ranks[3],
             present.iter().sum::<f32>() / 4.0,
         ];
         dense.copy_from_slice(&values);
@@ -491,12 +504,7 @@ mod tests {
         HistoryEntry { video: VideoId::parse("v", video).unwrap(), watched_at_ms: at, seconds_watched: seconds }
     }
 
-    fn row(
-        req: &RequestFeatures<'_>,
-        catalog: &Catalog,
-        video: &str,
-        sources: &[(Source, f32)],
-    ) -> (Vec<f32>, Vec<i64>) {
+    fn row(req: &RequestFeatures<'_>, catalog: &Catalog, video: &str, sources: &[Vote]) -> (Vec<f32>, Vec<i64>) {
         let (mut d, mut s) = (vec![0.0; DENSE_LEN], vec![0; SPARSE_LEN]);
         req.candidate(catalog, video, sources, &mut d, &mut s);
         (d, s)
@@ -522,7 +530,9 @@ mod tests {
             history: &history,
         };
         let req = RequestFeatures::new(&schema, &catalog, &input);
-        let (d, s) = row(&req, &catalog, "a", &[(Source::Topic, 0.5), (Source::Cowatch, 0.25), (Source::Topic, 0.75)]);
+        let votes =
+            [Vote::new(Source::Topic, 0.5, 7), Vote::new(Source::Cowatch, 0.25, 0), Vote::new(Source::Topic, 0.75, 3)];
+        let (d, s) = row(&req, &catalog, "a", &votes);
         assert_eq!(d[at("cand_in_catalog")], 1.0);
         assert!((d[at("cand_log_duration_min")] - 3.0f32.ln()).abs() < 1e-6);
         assert!((d[at("cand_log_age_days")] - (1.0 + (time_ms - 1_000) as f32 / DAY_MS as f32).ln()).abs() < 1e-6);
@@ -542,6 +552,10 @@ mod tests {
         assert_eq!((d[at("source_topic")], d[at("score_topic")]), (1.0, 0.75));
         assert_eq!((d[at("source_cowatch")], d[at("score_cowatch")]), (1.0, 0.25));
         assert_eq!(d[at("source_count")], 0.5);
+        // Topic's best rank (3 → 1 / log2 4); co-watch's rank is unknown; sequence did not vote.
+        assert_eq!((d[at("rank_topic")], d[at("rank_cowatch")], d[at("rank_sequence")]), (0.5, 0.0, 0.0));
+        let (d, _) = row(&req, &catalog, "a", &[Vote::new(Source::Sequence, 1.0, 1)]);
+        assert_eq!((d[at("rank_sequence")], d[at("source_sequence")], d[at("rank_topic")]), (1.0, 1.0, 0.0));
         assert_eq!(s[5], Device::Tv.index() as i64);
         assert_eq!(s[6], 7);
         assert_eq!(s[0], bucket("user", "u1", schema.config().user_buckets));
@@ -553,7 +567,7 @@ mod tests {
         assert_eq!((d[at("cand_duration_known")], d[at("cand_age_known")]), (0.0, 0.0));
         assert_eq!(d[at("same_primary_topic")], 0.0);
         assert!((d[at("topic_jaccard_query")] - 1.0 / 3.0).abs() < 1e-6);
-        let (d, s) = row(&req, &catalog, "not-in-catalogue", &[(Source::Context, f32::NAN)]);
+        let (d, s) = row(&req, &catalog, "not-in-catalogue", &[Vote::new(Source::Context, f32::NAN, u32::MAX)]);
         assert_eq!(d[at("cand_in_catalog")], 0.0);
         assert!(d.iter().all(|v| v.is_finite()));
         assert!(s.iter().zip(schema.sparse_buckets()).all(|(v, b)| (0..i64::from(b)).contains(v)));

@@ -338,8 +338,8 @@ mod tests {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RankCandidate {
     pub video: VideoId,
-    /// `(source, source score)` for every generator that proposed it.
-    pub sources: Vec<(pb::CandidateSource, f32)>,
+    /// Every generator that proposed it, with its score and rank.
+    pub sources: Vec<crate::event::Vote>,
 }
 
 impl Query {
@@ -372,7 +372,7 @@ impl Query {
                 if !p.score.is_finite() {
                     return Err(InvalidRequest::new(format!("candidates[{i}].sources[{j}].score"), "must be finite"));
                 }
-                sources.push((source, p.score));
+                sources.push(crate::event::Vote::new(source, p.score, p.rank));
             }
             candidates.push(RankCandidate { video, sources });
         }

@@ -41,7 +41,7 @@ use std::collections::{HashMap, VecDeque};
 
 use watchnext_core::{
     Device, UserId, VideoId,
-    event::{Event, EventKind, FeatureVector, Impression, Source},
+    event::{Event, EventKind, FeatureVector, Impression, Vote},
 };
 
 /// How the join attributes outcomes.
@@ -74,7 +74,7 @@ pub struct TrainingRow {
     /// 1-based position in the list; the shallow tower learns position bias from it.
     pub position: u32,
     /// Every generator that proposed the video, with its score.
-    pub sources: Vec<(Source, f32)>,
+    pub sources: Vec<Vote>,
     /// The features the ranker used, when the logging policy recorded them.
     pub features: Option<FeatureVector>,
     pub model_version: String,
@@ -289,6 +289,7 @@ fn apply_outcome(row: &mut TrainingRow, outcome: &EventKind) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use watchnext_core::event::Source;
 
     const MIN: i64 = 60_000;
 
@@ -312,7 +313,7 @@ mod tests {
             EventKind::Impression(Impression {
                 position,
                 query_video: Some(VideoId::parse("q", "q1").unwrap()),
-                sources: vec![(Source::Cowatch, 0.5), (Source::Topic, 0.25)],
+                sources: vec![Vote::new(Source::Cowatch, 0.5, 1), Vote::new(Source::Topic, 0.25, 2)],
                 features: Some(FeatureVector { schema_hash: "h".into(), dense: vec![1.0, 2.0], sparse: vec![3] }),
                 model_version: "m1".into(),
                 experiment_arm: "arm-a".into(),
@@ -355,7 +356,7 @@ mod tests {
         assert!((r.watch_fraction - 0.8).abs() < 1e-6);
         assert_eq!(r.rating, Some(4.5));
         assert_eq!(r.query_video_id.as_deref(), Some("q1"));
-        assert_eq!(r.sources, vec![(Source::Cowatch, 0.5), (Source::Topic, 0.25)]);
+        assert_eq!(r.sources, vec![Vote::new(Source::Cowatch, 0.5, 1), Vote::new(Source::Topic, 0.25, 2)]);
         assert_eq!(r.features.as_ref().unwrap().dense, vec![1.0, 2.0]);
         assert_eq!((r.model_version.as_str(), r.experiment_arm.as_str(), r.propensity), ("m1", "arm-a", 0.5));
         assert_eq!(r.device, Device::Phone);

@@ -9,15 +9,17 @@
 //! fsynced; a failed or abandoned write removes the temporary file.
 //!
 //! Column conventions: ids are UTF-8 strings; `device` is the device's
-//! lowercase name (`phone`, `tv`...); candidate sources are two parallel
+//! lowercase name (`phone`, `tv`...); candidate sources are three parallel
 //! lists, `source_names` (`topic`, `cowatch`, `sequence`, `context`,
-//! `unspecified`) and `source_scores`; features are `feature_schema_hash`,
+//! `unspecified`), `source_scores` and `source_ranks` (uint32, the
+//! candidate's 1-based place in that generator's list, 0 when not known;
+//! files written before ranks were kept lack the column and read as 0); features are `feature_schema_hash`,
 //! `features_dense` (list<float32>) and `features_sparse` (list<int64>),
 //! null when the impression carried none.
 //!
 //! Training-row columns: `timestamp_ms` (int64), `request_id`, `user_id`,
 //! `video_id`, `query_video_id` (nullable), `device`, `position` (uint32),
-//! `source_names`, `source_scores`, `feature_schema_hash`, `features_dense`,
+//! `source_names`, `source_scores`, `source_ranks`, `feature_schema_hash`, `features_dense`,
 //! `features_sparse`, `model_version`, `experiment_arm`, `propensity`
 //! (float32), and the labels `click` (bool), `watch_seconds`,
 //! `video_duration_seconds`, `watch_fraction` (float32), `like`, `dismiss`
@@ -27,7 +29,7 @@
 //! `click`, `watch`, `like`, `dismiss`, `rating`), `request_id` (empty for
 //! organic events), `user_id`, `video_id`, `device`, then per kind (null for
 //! the others): `position`, `query_video_id`, `source_names`,
-//! `source_scores`, the feature columns, `model_version`, `experiment_arm`,
+//! `source_scores`, `source_ranks`, the feature columns, `model_version`, `experiment_arm`,
 //! `propensity` (impressions); `seconds_watched`, `video_duration_seconds`
 //! (watches); `rating` (ratings).
 
@@ -54,7 +56,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use watchnext_core::{
     Device,
-    event::{Event, EventKind, FeatureVector, Source},
+    event::{Event, EventKind, FeatureVector, Vote},
 };
 
 use crate::{
@@ -88,6 +90,7 @@ pub fn training_row_schema() -> SchemaRef {
         Field::new("position", DataType::UInt32, false),
         Field::new("source_names", list_of(DataType::Utf8), false),
         Field::new("source_scores", list_of(DataType::Float32), false),
+        Field::new("source_ranks", list_of(DataType::UInt32), false),
         Field::new("feature_schema_hash", DataType::Utf8, true),
         Field::new("features_dense", list_of(DataType::Float32), true),
         Field::new("features_sparse", list_of(DataType::Int64), true),
@@ -118,6 +121,7 @@ pub fn event_schema() -> SchemaRef {
         Field::new("query_video_id", DataType::Utf8, true),
         Field::new("source_names", list_of(DataType::Utf8), true),
         Field::new("source_scores", list_of(DataType::Float32), true),
+        Field::new("source_ranks", list_of(DataType::UInt32), true),
         Field::new("feature_schema_hash", DataType::Utf8, true),
         Field::new("features_dense", list_of(DataType::Float32), true),
         Field::new("features_sparse", list_of(DataType::Int64), true),
@@ -211,10 +215,11 @@ impl Drop for ParquetFile {
 // ---------------------------------------------------------------------------
 // Shared column builders
 
-/// `source_names`, `source_scores`, the three feature columns.
+/// `source_names`, `source_scores`, `source_ranks`, the three feature columns.
 struct ImpressionDetailBuilders {
     source_names: ListBuilder<StringBuilder>,
     source_scores: ListBuilder<Float32Builder>,
+    source_ranks: ListBuilder<UInt32Builder>,
     feature_schema_hash: StringBuilder,
     features_dense: ListBuilder<Float32Builder>,
     features_sparse: ListBuilder<Int64Builder>,
@@ -225,25 +230,29 @@ impl ImpressionDetailBuilders {
         Self {
             source_names: ListBuilder::new(StringBuilder::new()),
             source_scores: ListBuilder::new(Float32Builder::new()),
+            source_ranks: ListBuilder::new(UInt32Builder::new()),
             feature_schema_hash: StringBuilder::new(),
             features_dense: ListBuilder::new(Float32Builder::new()),
             features_sparse: ListBuilder::new(Int64Builder::new()),
         }
     }
 
-    fn push(&mut self, sources: Option<&[(Source, f32)]>, features: Option<&FeatureVector>) {
+    fn push(&mut self, sources: Option<&[Vote]>, features: Option<&FeatureVector>) {
         match sources {
             Some(sources) => {
-                for (source, score) in sources {
-                    self.source_names.values().append_value(source_name(*source));
-                    self.source_scores.values().append_value(*score);
+                for vote in sources {
+                    self.source_names.values().append_value(source_name(vote.source));
+                    self.source_scores.values().append_value(vote.score);
+                    self.source_ranks.values().append_value(vote.rank);
                 }
                 self.source_names.append(true);
                 self.source_scores.append(true);
+                self.source_ranks.append(true);
             }
             None => {
                 self.source_names.append_null();
                 self.source_scores.append_null();
+                self.source_ranks.append_null();
             }
         }
         match features {
@@ -262,11 +271,12 @@ impl ImpressionDetailBuilders {
         }
     }
 
-    /// The five arrays, in schema order.
-    fn finish(&mut self) -> [ArrayRef; 5] {
+    /// The six arrays, in schema order.
+    fn finish(&mut self) -> [ArrayRef; 6] {
         [
             Arc::new(self.source_names.finish()),
             Arc::new(self.source_scores.finish()),
+            Arc::new(self.source_ranks.finish()),
             Arc::new(self.feature_schema_hash.finish()),
             Arc::new(self.features_dense.finish()),
             Arc::new(self.features_sparse.finish()),
@@ -349,7 +359,8 @@ impl TrainingColumns {
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
         self.rows = 0;
-        let [source_names, source_scores, feature_schema_hash, features_dense, features_sparse] = self.details.finish();
+        let [source_names, source_scores, source_ranks, feature_schema_hash, features_dense, features_sparse] =
+            self.details.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp_ms.finish()),
             Arc::new(self.request_id.finish()),
@@ -360,6 +371,7 @@ impl TrainingColumns {
             Arc::new(self.position.finish()),
             source_names,
             source_scores,
+            source_ranks,
             feature_schema_hash,
             features_dense,
             features_sparse,
@@ -501,6 +513,9 @@ pub fn write_training_set(
 // ---------------------------------------------------------------------------
 // Training rows: reader
 
+/// Training-row columns a file may lack (written by an older version).
+const OPTIONAL_TRAINING_COLUMNS: [&str; 1] = ["source_ranks"];
+
 /// Reads a training-row file back in batches of rows, one record batch at a
 /// time (memory: one batch plus the Parquet reader's row-group buffers).
 pub struct TrainingRowReader {
@@ -527,6 +542,7 @@ impl TrainingRowReader {
         let found = builder.schema();
         for want in training_row_schema().fields() {
             let problem = match found.field_with_name(want.name()) {
+                Err(_) if OPTIONAL_TRAINING_COLUMNS.contains(&want.name().as_str()) => None,
                 Err(_) => Some(format!("column `{}` is missing", want.name())),
                 Ok(have) if !same_type(have.data_type(), want.data_type()) => {
                     Some(format!("column `{}` is {}, expected {}", want.name(), have.data_type(), want.data_type()))
@@ -640,6 +656,7 @@ fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<TrainingRow>, String> {
     let position = c.u32s("position")?;
     let source_names = c.lists("source_names")?;
     let source_scores = c.lists("source_scores")?;
+    let source_ranks = batch.column_by_name("source_ranks").map(|_| c.lists("source_ranks")).transpose()?;
     let feature_schema_hash = c.strings("feature_schema_hash")?;
     let features_dense = c.lists("features_dense")?;
     let features_sparse = c.lists("features_sparse")?;
@@ -667,11 +684,18 @@ fn rows_from_batch(batch: &RecordBatch) -> Result<Vec<TrainingRow>, String> {
         if names.len() != scores.len() {
             return Err(format!("row {i}: {} source names but {} scores", names.len(), scores.len()));
         }
+        let ranks = match source_ranks {
+            Some(ranks) if ranks.is_valid(i) => list_values::<UInt32Type>(ranks, i, "source_ranks")?,
+            _ => vec![0; names.len()],
+        };
+        if ranks.len() != names.len() {
+            return Err(format!("row {i}: {} source names but {} ranks", names.len(), ranks.len()));
+        }
         let mut sources = Vec::with_capacity(names.len());
-        for (name, score) in names.iter().zip(scores) {
+        for ((name, score), rank) in names.iter().zip(scores).zip(ranks) {
             let name = name.unwrap_or_default();
             let source = source_from_name(name).ok_or_else(|| format!("row {i}: unknown candidate source `{name}`"))?;
-            sources.push((source, score));
+            sources.push(Vote::new(source, score, rank));
         }
         let features = if features_dense.is_valid(i) {
             Some(FeatureVector {
@@ -793,7 +817,8 @@ impl EventColumns {
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
         self.rows = 0;
-        let [source_names, source_scores, feature_schema_hash, features_dense, features_sparse] = self.details.finish();
+        let [source_names, source_scores, source_ranks, feature_schema_hash, features_dense, features_sparse] =
+            self.details.finish();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.seq.finish()),
             Arc::new(self.timestamp_ms.finish()),
@@ -806,6 +831,7 @@ impl EventColumns {
             Arc::new(self.query_video_id.finish()),
             source_names,
             source_scores,
+            source_ranks,
             feature_schema_hash,
             features_dense,
             features_sparse,
@@ -865,7 +891,10 @@ pub fn export_events(
 
 #[cfg(test)]
 mod tests {
-    use watchnext_core::{UserId, VideoId, event::Impression};
+    use watchnext_core::{
+        UserId, VideoId,
+        event::{Impression, Source},
+    };
 
     use super::*;
 
@@ -878,7 +907,9 @@ mod tests {
             query_video_id: (!i.is_multiple_of(3)).then(|| format!("q{i}")),
             device: Device::ALL[i % Device::ALL.len()],
             position: (i % 10) as u32 + 1,
-            sources: (0..i % 3).map(|k| ([Source::Topic, Source::Cowatch][k % 2], k as f32 * 0.5)).collect(),
+            sources: (0..i % 3)
+                .map(|k| Vote::new([Source::Topic, Source::Cowatch][k % 2], k as f32 * 0.5, k as u32))
+                .collect(),
             features: (!i.is_multiple_of(4)).then(|| FeatureVector {
                 schema_hash: "abc".into(),
                 dense: vec![i as f32, 0.5],
@@ -936,7 +967,7 @@ mod tests {
             EventKind::Impression(Impression {
                 position,
                 query_video: None,
-                sources: vec![(Source::Context, 0.1)],
+                sources: vec![Vote::new(Source::Context, 0.1, 1)],
                 features: None,
                 model_version: "m".into(),
                 experiment_arm: "a".into(),
@@ -959,6 +990,36 @@ mod tests {
             (rows[0].device, rows[0].features.as_ref(), rows[0].query_video_id.as_ref()),
             (Device::Desktop, None, None)
         );
+    }
+
+    #[test]
+    fn a_file_written_before_ranks_were_kept_reads_with_unknown_ranks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, old) = (dir.path().join("new.parquet"), dir.path().join("old.parquet"));
+        let rows: Vec<_> = (0..50).map(row).collect();
+        let mut w = TrainingRowWriter::create(&path).unwrap();
+        rows.iter().for_each(|r| w.write(r).unwrap());
+        w.finish().unwrap();
+        // The same file without the `source_ranks` column, as an older version wrote it.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let keep: Vec<usize> =
+            (0..batches[0].num_columns()).filter(|&i| batches[0].schema().field(i).name() != "source_ranks").collect();
+        let projected: Vec<RecordBatch> = batches.iter().map(|b| b.project(&keep).unwrap()).collect();
+        let mut writer = ArrowWriter::try_new(File::create(&old).unwrap(), projected[0].schema(), None).unwrap();
+        projected.iter().for_each(|b| writer.write(b).unwrap());
+        writer.close().unwrap();
+
+        let back = read_training_rows(&old).unwrap();
+        let unranked: Vec<TrainingRow> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.sources.iter_mut().for_each(|v| v.rank = 0);
+                r
+            })
+            .collect();
+        assert_eq!(back, unranked);
+        assert!(back.iter().any(|r| !r.sources.is_empty()));
     }
 
     #[test]
@@ -1003,7 +1064,7 @@ mod tests {
             EventKind::Impression(Impression {
                 position: 2,
                 query_video: None,
-                sources: vec![(Source::Sequence, 1.5)],
+                sources: vec![Vote::new(Source::Sequence, 1.5, 2)],
                 features: Some(FeatureVector { schema_hash: "h".into(), dense: vec![1.0], sparse: vec![2, 3] }),
                 model_version: "m".into(),
                 experiment_arm: "a".into(),

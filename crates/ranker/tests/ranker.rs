@@ -15,7 +15,7 @@ use std::{
 use watchnext_core::{
     Device, History, Query, RequestContext, RequestId, UserId, VideoId,
     catalog::Catalog,
-    event::Source,
+    event::{Source, Vote},
     features::{DENSE_LEN, FeatureConfig, FeatureSchema, SPARSE_LEN},
     request::RankCandidate,
 };
@@ -77,9 +77,9 @@ fn candidates(catalog: &Catalog, n: usize) -> Vec<RankCandidate> {
         .map(|(i, v)| RankCandidate {
             video: VideoId::parse("v", &v.id).expect("id"),
             sources: if i % 2 == 0 {
-                vec![(Source::Topic, 0.5)]
+                vec![Vote::new(Source::Topic, 0.5, 1)]
             } else {
-                vec![(Source::Cowatch, 0.1), (Source::Sequence, 0.9)]
+                vec![Vote::new(Source::Cowatch, 0.1, 2), Vote::new(Source::Sequence, 0.9, 3)]
             },
         })
         .collect()

@@ -11,7 +11,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tonic::transport::Channel;
 use watchnext_core::{
-    event::{Event, FeatureVector, Source},
+    event::{Event, FeatureVector, Source, Vote},
     generator::{Candidate, Generated, Generator},
     ids::VideoId,
     model::{TaskKind, TaskSpec},
@@ -296,11 +296,7 @@ impl RankerClient for RemoteRanker {
                     .iter()
                     .map(|c| pb::RankCandidate {
                         video_id: c.video.as_str().to_owned(),
-                        sources: c
-                            .sources
-                            .iter()
-                            .map(|(s, score)| pb::Provenance { source: *s as i32, score: *score })
-                            .collect(),
+                        sources: c.sources.iter().map(Vote::to_proto).collect(),
                     })
                     .collect(),
                 model_version,

@@ -37,7 +37,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use watchnext_core::{
     candidates,
     catalog::Catalog,
-    event::{Event, EventKind, FeatureVector, Impression, Source, source_name},
+    event::{Event, EventKind, FeatureVector, Impression, Source, Vote, source_name},
     history::RecentWatches,
     ids::VideoId,
     model::TaskSpec,
@@ -60,7 +60,7 @@ pub struct Item {
     pub score: f32,
     /// `(task, prediction)`; empty when the ranker did not score the list.
     pub predictions: Vec<(String, f32)>,
-    pub sources: Vec<(Source, f32)>,
+    pub sources: Vec<Vote>,
     pub features: Option<FeatureVector>,
 }
 

@@ -176,7 +176,7 @@ async fn merges_with_provenance_excludes_watched_ranks_and_logs_impressions() {
     let ids: Vec<&str> = out.items.iter().map(|i| i.video.as_str()).collect();
     assert_eq!(ids, ["v70", "v50", "v30"]);
     let v50 = &out.items[1];
-    assert_eq!(v50.sources.iter().map(|s| s.0).collect::<Vec<_>>(), [Source::Topic, Source::Cowatch]);
+    assert_eq!(v50.sources.iter().map(|s| s.source).collect::<Vec<_>>(), [Source::Topic, Source::Cowatch]);
     assert_eq!(v50.position, 2);
     assert!((v50.score - 0.5).abs() < 1e-6, "click^1 · (1 − dismiss)^1 = 0.5, got {}", v50.score);
     assert_eq!(v50.predictions, [("click".to_owned(), 0.5), ("dismiss".to_owned(), 0.0)]);

@@ -110,7 +110,7 @@ pub struct PipelineArgs {
     pub compare: bool,
     /// Only these variants beside the configured model (see `--compare`):
     /// softmax, pointwise, random-negatives, candidate-negatives,
-    /// no-provenance, with-logged-impressions, logged-only.
+    /// no-provenance, no-ranks, with-logged-impressions, logged-only.
     #[arg(long, value_delimiter = ',')]
     pub variants: Vec<String>,
     /// Bootstrap resamples for the intervals.
@@ -299,12 +299,13 @@ struct Variant {
 }
 
 /// Names of the variants `--variants` may list (`--compare`: all of them).
-pub const VARIANTS: [&str; 7] = [
+pub const VARIANTS: [&str; 8] = [
     "softmax",
     "pointwise",
     "random-negatives",
     "candidate-negatives",
     "no-provenance",
+    "no-ranks",
     "with-logged-impressions",
     "logged-only",
 ];
@@ -333,12 +334,20 @@ fn variant(base: &TrainerConfig, name: &str) -> anyhow::Result<Variant> {
             c.ignore_features.extend(
                 watchnext_core::features::DENSE
                     .iter()
-                    .filter(|n| n.starts_with("source_") || n.starts_with("score_"))
+                    .filter(|n| n.starts_with("source_") || n.starts_with("score_") || n.starts_with("rank_"))
                     .map(|n| (*n).to_owned()),
             );
             c.ignore_features.sort();
             c.ignore_features.dedup();
             "no provenance features"
+        }
+        "no-ranks" => {
+            c.ignore_features.extend(
+                watchnext_core::features::DENSE.iter().filter(|n| n.starts_with("rank_")).map(|n| (*n).to_owned()),
+            );
+            c.ignore_features.sort();
+            c.ignore_features.dedup();
+            "without the generator-rank features"
         }
         "with-logged-impressions" => {
             c.replay.logged_impressions = true;
@@ -784,8 +793,8 @@ async fn run_protocol(
             first.map(|(_, t)| t.candidates.iter().map(|c| c.video.clone()).collect()).unwrap_or_default();
         union_hits += usize::from(merged.contains(&case.held_out));
         if let Some(found) = first.and_then(|(_, t)| t.candidates.iter().find(|c| c.video == case.held_out)) {
-            for (source, _) in &found.sources {
-                if let Some(cell) = proposed.get_mut(source_name(*source)) {
+            for vote in &found.sources {
+                if let Some(cell) = proposed.get_mut(source_name(vote.source)) {
                     cell.0 += 1;
                     cell.1 += usize::from(found.sources.len() == 1);
                 }

@@ -790,7 +790,7 @@ impl<'s> Builder<'s> {
         }
         ex.position.push(row.position);
         ex.device.push(row.device.index() as u8);
-        let source = row.sources.first().and_then(|(s, _)| SOURCES.iter().position(|x| x == s)).unwrap_or(0);
+        let source = row.sources.first().and_then(|v| SOURCES.iter().position(|x| *x == v.source)).unwrap_or(0);
         ex.source.push(source as u8);
         ex.timestamp_ms.push(row.timestamp_ms);
         ex.user.push(intern(&mut self.user_index, &mut ex.users, row.user_id));
@@ -893,7 +893,7 @@ mod tests {
     use watchnext_core::{
         Device, UserId, VideoId,
         catalog::Video,
-        event::{Event, Impression, Source},
+        event::{Event, Impression, Source, Vote},
         features::DENSE,
     };
     use watchnext_feedback::{FeedbackLog, LogOptions, join_events, parquet::write_training_set};
@@ -1155,7 +1155,7 @@ mod tests {
         user: &str,
         video: &str,
         position: u32,
-        sources: Vec<(Source, f32)>,
+        sources: Vec<Vote>,
         features: Option<FeatureVector>,
     ) -> Event {
         let kind = EventKind::Impression(Impression {
@@ -1194,10 +1194,26 @@ mod tests {
         let watch = EventKind::Watch { seconds_watched: 30.0, video_duration_seconds: 120.0 };
         vec![
             event(1_000, "", "u1", "a", watch),
-            impression(2_000, "r1", "u1", "b", 1, vec![(Source::Topic, 0.5)], logged(schema.hash(), DENSE_LEN)),
+            impression(
+                2_000,
+                "r1",
+                "u1",
+                "b",
+                1,
+                vec![Vote::new(Source::Topic, 0.5, 1)],
+                logged(schema.hash(), DENSE_LEN),
+            ),
             impression(2_000, "r1", "u1", "c", 2, vec![], logged("0123456789abcdef", DENSE_LEN)),
             impression(2_000, "r1", "u1", "a", 3, vec![], logged(schema.hash(), 3)),
-            impression(2_000, "r2", "u2", "b", 1, vec![(Source::Cowatch, 0.2), (Source::Topic, 0.1)], None),
+            impression(
+                2_000,
+                "r2",
+                "u2",
+                "b",
+                1,
+                vec![Vote::new(Source::Cowatch, 0.2, 2), Vote::new(Source::Topic, 0.1, 3)],
+                None,
+            ),
             event(3_000, "r1", "u1", "b", EventKind::Click),
             event(4_000, "r1", "u1", "b", EventKind::Rating { value: 4.0 }),
             event(5_000, "r2", "u2", "b", EventKind::Rating { value: 2.0 }),

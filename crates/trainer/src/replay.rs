@@ -68,7 +68,7 @@ use watchnext_core::{
     RequestContext, RequestId,
     candidates::{self, Merged, SourceList},
     catalog::Catalog,
-    event::{Event, EventKind, FeatureVector, Source},
+    event::{Event, EventKind, FeatureVector, Vote},
     features::{DENSE_LEN, FeatureSchema, RequestFeatures, RequestInput, SPARSE_LEN, stable_hash},
     generator::Generator,
     history::RecentWatches,
@@ -477,7 +477,7 @@ pub fn examples(
                 history: &query.history.0,
             },
         );
-        let features_of = |video: &str, sources: &[(Source, f32)]| {
+        let features_of = |video: &str, sources: &[Vote]| {
             let mut f = FeatureVector {
                 schema_hash: schema.hash().to_owned(),
                 dense: vec![0.0; DENSE_LEN],
@@ -516,7 +516,7 @@ pub fn examples(
         }
         let found = pit.candidates(&query, catalog);
         candidate_total += found.merged.len() as u64;
-        let provenance: HashMap<&VideoId, &[(Source, f32)]> =
+        let provenance: HashMap<&VideoId, &[Vote]> =
             found.merged.iter().map(|m| (&m.video, m.sources.as_slice())).collect();
 
         // The logged list (other policies' impressions), computed now.
@@ -527,7 +527,7 @@ pub fn examples(
             }
             summary.logged_rows += 1;
             listed.push(&s.video);
-            let sources: &[(Source, f32)] =
+            let sources: &[Vote] =
                 if imp.sources.is_empty() { provenance.get(&s.video).copied().unwrap_or(&[]) } else { &imp.sources };
             let mut imp = imp.clone();
             imp.sources = sources.to_vec();
@@ -550,7 +550,7 @@ pub fn examples(
             summary.with_positive += 1;
             summary.first_positive_in_candidates += u64::from(provenance.contains_key(positives[0].0));
         }
-        let row = |video: &VideoId, sources: Vec<(Source, f32)>, features: FeatureVector, o: &Outcome| {
+        let row = |video: &VideoId, sources: Vec<Vote>, features: FeatureVector, o: &Outcome| {
             let duration = if o.duration > 0.0 {
                 o.duration
             } else {
@@ -713,7 +713,7 @@ mod tests {
     use watchnext_core::{
         Device, UserId,
         catalog::Video,
-        event::Impression,
+        event::{Impression, Source},
         features::DENSE,
         generator::{Candidate, Generated},
         request::HistoryEntry,
@@ -872,7 +872,7 @@ mod tests {
         RequestFeatures::new(&schema, &catalog, &input).candidate(
             &catalog,
             "c",
-            &[(Source::Cowatch, 0.5)],
+            &[Vote::new(Source::Cowatch, 0.5, 1)],
             &mut d,
             &mut s,
         );
@@ -920,7 +920,7 @@ mod tests {
                 EventKind::Impression(Impression {
                     position,
                     query_video: Some(VideoId::parse("v", "a").unwrap()),
-                    sources: vec![(Source::Cowatch, 0.9)],
+                    sources: vec![Vote::new(Source::Cowatch, 0.9, 1)],
                     features,
                     model_version: "m1".into(),
                     ..Impression::default()
@@ -946,7 +946,7 @@ mod tests {
         RequestFeatures::new(&schema, &catalog, &input).candidate(
             &catalog,
             "x",
-            &[(Source::Cowatch, 0.9)],
+            &[Vote::new(Source::Cowatch, 0.9, 1)],
             &mut good.dense,
             &mut good.sparse,
         );

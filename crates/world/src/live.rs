@@ -302,7 +302,8 @@ impl Population {
             .iter()
             .map(|slot| {
                 let mut shown = ShownVideo::new(world.video_id(slot.video).clone(), policy.name());
-                shown.impression.sources = vec![(watchnext_core::event::Source::Context, slot.score)];
+                shown.impression.sources =
+                    vec![watchnext_core::event::Vote::new(watchnext_core::event::Source::Context, slot.score, 0)];
                 shown.impression.propensity = slot.propensity;
                 shown
             })

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use rand::Rng;
 use watchnext_core::{
     Device,
-    event::{Event, EventKind, Impression, Source},
+    event::{Event, EventKind, Impression, Source, Vote},
 };
 
 use crate::{
@@ -140,7 +140,7 @@ pub(crate) fn to_event(world: &World, rec: &Rec, model_version: &str) -> Event {
         RecKind::Impression { position, query, score, propensity } => EventKind::Impression(Impression {
             position,
             query_video: Some(world.video_id(query).clone()),
-            sources: vec![(Source::Context, score)],
+            sources: vec![Vote::new(Source::Context, score, 0)],
             features: None,
             model_version: model_version.to_owned(),
             experiment_arm: String::new(),

@@ -134,7 +134,7 @@ fn events_are_time_ordered_and_well_formed() {
                     assert_eq!(imp.experiment_arm, "");
                     assert!(imp.features.is_none());
                     assert_eq!(imp.sources.len(), 1);
-                    assert_eq!(imp.sources[0].0, Source::Context);
+                    assert_eq!(imp.sources[0].source, Source::Context);
                     assert_ne!(imp.query_video.as_ref(), Some(&e.video));
                     match policy {
                         LoggingPolicy::RandomOrder => {

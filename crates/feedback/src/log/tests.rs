@@ -9,7 +9,7 @@ use std::{
 
 use watchnext_core::{
     Device, UserId, VideoId,
-    event::{Event, EventKind, EventSink, FeatureVector, Impression, Source},
+    event::{Event, EventKind, EventSink, FeatureVector, Impression, Source, Vote},
 };
 
 use super::*;
@@ -20,7 +20,7 @@ fn event(i: u64) -> Event {
         0 => EventKind::Impression(Impression {
             position: (i % 10) as u32 + 1,
             query_video: Some(VideoId::parse("q", "q1").unwrap()),
-            sources: vec![(Source::Cowatch, 0.5)],
+            sources: vec![Vote::new(Source::Cowatch, 0.5, 1)],
             features: Some(FeatureVector { schema_hash: "h".into(), dense: vec![i as f32], sparse: vec![i as i64] }),
             model_version: "m".into(),
             experiment_arm: "a".into(),

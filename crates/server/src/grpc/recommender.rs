@@ -5,9 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
-use watchnext_core::request::Query;
+use watchnext_core::{event::Vote, request::Query};
 use watchnext_proto::v1::{
-    Provenance, RecommendRequest, RecommendResponse, RecommendedItem, recommender_server::Recommender as RecommenderApi,
+    RecommendRequest, RecommendResponse, RecommendedItem, recommender_server::Recommender as RecommenderApi,
 };
 use watchnext_recommender::{RecommendError, Recommender};
 
@@ -63,11 +63,7 @@ impl RecommenderApi for RecommenderService {
                     position: item.position,
                     score: item.score,
                     task_predictions: item.predictions.into_iter().collect(),
-                    sources: item
-                        .sources
-                        .iter()
-                        .map(|(s, score)| Provenance { source: *s as i32, score: *score })
-                        .collect(),
+                    sources: item.sources.iter().map(Vote::to_proto).collect(),
                 })
                 .collect(),
             model_version: r.model_version,
