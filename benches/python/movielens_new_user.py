@@ -23,7 +23,6 @@ Usage (after `scripts/setup.sh` and `cargo build --release -p watchnext-server`)
 
 import argparse
 import csv
-import importlib.resources
 import json
 import math
 import os
@@ -36,18 +35,11 @@ import tempfile
 import time
 
 import grpc
-from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PROTOS = ["watchnext/v1/common.proto", "watchnext/v1/recommender.proto"]
-
-
-def generate_stubs(out: str) -> None:
-    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
-    args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    if protoc.main(args + PROTOS) != 0:
-        raise SystemExit("protoc failed")
-    sys.path.insert(0, out)
+# The stubs come from the example client's generator (one copy of that code).
+sys.path.insert(0, str(ROOT / "integration-tests" / "python"))
+from example_client import generate_stubs  # noqa: E402
 
 
 def hold_out(source: pathlib.Path, target: pathlib.Path):
