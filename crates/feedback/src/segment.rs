@@ -273,6 +273,55 @@ impl RecordReader {
     }
 }
 
+/// Finds where reading can resume after damage at `from` in the sealed
+/// segment `path`: the first offset after it holding a whole record whose
+/// checksum matches and whose sequence number is in `seqs` (the record
+/// expected at `from` or a later one, before the next segment's first). The
+/// checksum covers the sequence number, so a random match is a 1-in-2³²
+/// event on top of the sequence range. Scans in 1 MiB windows; returns
+/// `(offset, seq)`, or `None` when no good record follows.
+pub(crate) fn resync(path: &Path, from: u64, seqs: std::ops::Range<u64>) -> io::Result<Option<(u64, u64)>> {
+    const WINDOW: usize = 1 << 20;
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut probe = file.try_clone()?;
+    let mut window = vec![0u8; WINDOW + FRAME_LEN];
+    let mut payload = Vec::new();
+    let mut base = from + 1;
+    while base + FRAME_LEN as u64 <= file_len {
+        file.seek(SeekFrom::Start(base))?;
+        let n = read_full(&mut file, &mut window)?;
+        if n < FRAME_LEN {
+            break;
+        }
+        for i in 0..=(n - FRAME_LEN).min(WINDOW - 1) {
+            let frame = &window[i..i + FRAME_LEN];
+            let mut seq_bytes = [0u8; 8];
+            seq_bytes.copy_from_slice(&frame[8..16]);
+            let seq = u64::from_le_bytes(seq_bytes);
+            if !seqs.contains(&seq) {
+                continue;
+            }
+            let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            let offset = base + i as u64;
+            if len == 0 || len > MAX_RECORD_BYTES || offset + FRAME_LEN as u64 + u64::from(len) > file_len {
+                continue;
+            }
+            let stored = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            payload.resize(len as usize, 0);
+            probe.seek(SeekFrom::Start(offset + FRAME_LEN as u64))?;
+            if read_full(&mut probe, &mut payload)? < payload.len() {
+                continue;
+            }
+            if crc32c::crc32c_append(crc32c::crc32c(&seq_bytes), &payload) == stored {
+                return Ok(Some((offset, seq)));
+            }
+        }
+        base += WINDOW as u64;
+    }
+    Ok(None)
+}
+
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;

@@ -337,15 +337,18 @@ pub fn export(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
         ExportCommand::Events { out } => {
             let path = output(&data, out, "events.parquet");
             ensure_parent(&path)?;
-            let rows = watchnext_feedback::parquet::export_events(reader(&data)?, &path)?;
+            let mut log = reader(&data)?;
+            let rows = watchnext_feedback::parquet::export_events(log.by_ref(), &path)?;
             println!("exported {rows} events -> {} in {:.1}s", path.display(), started.elapsed().as_secs_f64());
+            damage_is_an_error(&log)?;
         }
         ExportCommand::TrainingRows { out, window_minutes } => {
             let path = output(&data, out, "training_rows.parquet");
             ensure_parent(&path)?;
             let window_ms = i64::try_from(window_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
             let options = JoinOptions { attribution_window_ms: window_ms, ..JoinOptions::default() };
-            let summary = watchnext_feedback::parquet::write_training_set(reader(&data)?, &path, options)?;
+            let mut log = reader(&data)?;
+            let summary = watchnext_feedback::parquet::write_training_set(log.by_ref(), &path, options)?;
             println!(
                 "joined {} events: {} training rows from {} impressions; {} outcomes matched, {} unmatched (no \
                  impression within the window), {} organic events, {} rows emitted early (pending cap)",
@@ -358,9 +361,26 @@ pub fn export(config: &Config, command: ExportCommand) -> anyhow::Result<()> {
                 summary.evicted
             );
             println!("-> {} in {:.1}s", path.display(), started.elapsed().as_secs_f64());
+            damage_is_an_error(&log)?;
         }
     }
     Ok(())
+}
+
+/// After an export: damage the reader skipped is listed and makes the
+/// command fail, so a script never takes a short export for a whole one.
+fn damage_is_an_error(log: &LogReader) -> anyhow::Result<()> {
+    if log.problems().is_empty() {
+        return Ok(());
+    }
+    for p in log.problems() {
+        eprintln!("damaged log: {} at byte {}: {}", p.segment.display(), p.offset, p.problem);
+    }
+    bail!(
+        "the feedback log is damaged: {} acknowledged record(s) could not be read (listed above); the export holds \
+         everything else. Keep the `.damaged-*` copies and the segments named above for inspection",
+        log.lost_records()
+    )
 }
 
 fn ensure_parent(path: &Path) -> anyhow::Result<()> {

@@ -9,10 +9,18 @@
 //! online consumer follows the log. A reader made by [`LogReader::open`]
 //! reads a folder on its own and stops at the first incomplete record.
 //!
-//! Damage never stops a reader: a bad record in a segment that is no longer
-//! being written (a later segment exists) ends that segment; the reader
-//! records a [`ReadProblem`], logs a warning and goes on with the next
-//! segment. Only an I/O error ends the iteration (as an `Err` item).
+//! Damage never stops a reader, and never hides what follows it: at a bad
+//! record in a segment that is no longer being written (a later segment
+//! exists) the reader resynchronises — it looks for the next whole record
+//! with a matching checksum and a plausible sequence number (every record
+//! carries its length, checksum and sequence number) and goes on from
+//! there. What it had to skip is a [`ReadProblem`] naming the lost
+//! sequence numbers, logged at error level and counted in
+//! `watchnext_feedback_reader_lost_records_total` (each reader counts what
+//! it skipped; any increase means damage). A reader of an open log (the
+//! process that owns the folder) also keeps a copy of the skipped bytes as
+//! `<segment>.damaged-<offset>` next to the segment, for inspection. Only
+//! an I/O error ends the iteration (as an `Err` item).
 
 use std::{
     fs::File,
@@ -35,6 +43,8 @@ pub struct ReadProblem {
     /// Byte offset in the segment where the skipped part starts.
     pub offset: u64,
     pub problem: String,
+    /// Acknowledged records this reader could not return because of it.
+    pub lost_records: u64,
 }
 
 /// The segment being read.
@@ -44,6 +54,8 @@ struct Current {
     reader: RecordReader,
     /// A later segment exists, so this one will not grow any more.
     sealed: bool,
+    /// The first sequence number of the next segment, once sealed.
+    next_first: Option<u64>,
     /// Offset of a damaged durable record already reported (reported once,
     /// however often the caller polls).
     reported_at: Option<u64>,
@@ -99,15 +111,56 @@ impl LogReader {
         &self.problems
     }
 
+    /// Acknowledged records skipped so far because of damage.
+    pub fn lost_records(&self) -> u64 {
+        self.problems.iter().map(|p| p.lost_records).sum()
+    }
+
     /// The sequence number the next record will carry (after the last one
     /// read); 0 before the first segment is opened.
     pub fn next_seq(&self) -> u64 {
         self.expected
     }
 
-    fn report(&mut self, segment: &Path, offset: u64, problem: String) {
-        tracing::warn!(segment = %segment.display(), offset, %problem, "feedback log reader: skipping damaged data");
-        self.problems.push(ReadProblem { segment: segment.to_path_buf(), offset, problem });
+    fn report(&mut self, segment: &Path, offset: u64, problem: String, lost_records: u64) {
+        if lost_records > 0 {
+            tracing::error!(segment = %segment.display(), offset, lost_records, %problem, "feedback log reader: damaged data skipped; acknowledged records lost");
+            metrics::counter!("watchnext_feedback_reader_lost_records_total").increment(lost_records);
+        } else {
+            tracing::warn!(segment = %segment.display(), offset, %problem, "feedback log reader: skipping damaged data");
+        }
+        self.problems.push(ReadProblem { segment: segment.to_path_buf(), offset, problem, lost_records });
+    }
+
+    /// Keeps a copy of the damaged bytes `start..end` of `segment` beside it
+    /// (once; only when reading an open log, whose process owns the folder).
+    fn quarantine(&self, segment: &Path, start: u64, end: u64) {
+        if self.shared.is_none() || end <= start {
+            return;
+        }
+        let name = segment.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let kept = segment.with_file_name(format!("{name}.damaged-{start}"));
+        if kept.exists() {
+            return;
+        }
+        let copy = || -> std::io::Result<()> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = File::open(segment)?;
+            file.seek(SeekFrom::Start(start))?;
+            let tmp = segment.with_file_name(format!(".{name}.damaged-{start}.tmp"));
+            let mut out = File::create(&tmp)?;
+            std::io::copy(&mut file.take(end - start), &mut out)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, &kept)
+        };
+        match copy() {
+            Ok(()) => {
+                tracing::warn!(kept = %kept.display(), bytes = end - start, "feedback log: damaged bytes kept aside")
+            }
+            Err(err) => {
+                tracing::warn!(segment = %segment.display(), %err, "feedback log: could not keep the damaged bytes aside")
+            }
+        }
     }
 
     fn durable_limit(&self) -> Option<u64> {
@@ -132,18 +185,27 @@ impl LogReader {
                 if is_newest && len < HEADER_LEN {
                     return Ok(false); // still being created by a writer in another process
                 }
-                self.report(&path, 0, format!("bad segment header, segment skipped: {problem}"));
+                let next_first = segments.iter().find(|s| s.first_seq > segment.first_seq).map(|s| s.first_seq);
+                let first = segment.first_seq.max(self.from_seq);
+                let lost = next_first.map_or(0, |n| n.saturating_sub(first));
+                let what =
+                    if lost > 0 { format!("; records {first}..={} lost", first + lost - 1) } else { String::new() };
+                self.report(&path, 0, format!("bad segment header, segment skipped: {problem}{what}"), lost);
                 self.last_opened = Some(segment.first_seq);
+                if let Some(next) = next_first.filter(|_| self.expected > 0) {
+                    // Counted here, not again as missing when the next segment opens.
+                    self.expected = next;
+                }
                 continue;
             }
             if self.expected > 0 && segment.first_seq > self.expected {
                 let missing = format!("records {}..={} are missing", self.expected, segment.first_seq - 1);
-                self.report(&path, 0, missing);
+                self.report(&path, 0, missing, segment.first_seq - self.expected);
             }
             let reader = RecordReader::new(file, HEADER_LEN).map_err(LogError::io("reading", path.as_path()))?;
             self.expected = segment.first_seq;
             self.last_opened = Some(segment.first_seq);
-            self.current = Some(Current { segment, reader, sealed: false, reported_at: None });
+            self.current = Some(Current { segment, reader, sealed: false, next_first: None, reported_at: None });
             return Ok(true);
         }
     }
@@ -171,7 +233,7 @@ impl LogReader {
                     match decode_event(cur.reader.payload()) {
                         Ok(event) => return Ok(Some((seq, event))),
                         Err(why) => {
-                            self.report(&path, start, format!("record {seq} skipped: {why}"));
+                            self.report(&path, start, format!("record {seq} skipped: {why}"), 1);
                             continue;
                         }
                     }
@@ -185,10 +247,11 @@ impl LogReader {
                 let segments = list_segments(&self.dir).map_err(LogError::io("listing", self.dir.as_path()))?;
                 let Some(cur) = self.current.as_mut() else { return Ok(None) };
                 cur.reader.rewind().map_err(LogError::io("reading", path.as_path()))?;
-                if segments.iter().any(|s| s.first_seq > first_seq) {
+                if let Some(next) = segments.iter().find(|s| s.first_seq > first_seq) {
                     // The writer has moved on: everything it wrote here is visible
                     // now, so read once more from where we stopped.
                     cur.sealed = true;
+                    cur.next_first = Some(next.first_seq);
                     continue;
                 }
                 // Still the newest segment: caught up, or a write in progress. A bad
@@ -199,18 +262,49 @@ impl LogReader {
                     && cur.reported_at != Some(start)
                 {
                     cur.reported_at = Some(start);
-                    self.report(&path, start, format!("durable record {expected} is damaged: {problem}"));
+                    self.report(&path, start, format!("durable record {expected} is damaged: {problem}"), 0);
                 }
                 return Ok(None);
             }
 
-            // A finished segment ends here; go on with the next one.
+            // Damage in a finished segment: resume at the next good record
+            // of this segment, or go on with the next segment.
+            let next_first = cur.next_first;
             if let Some(problem) = problem {
-                let rest = match problem {
-                    RecordProblem::Short { .. } => "the segment ends inside a record".to_owned(),
-                    other => format!("rest of the segment skipped: {other}"),
+                let found = match problem {
+                    RecordProblem::Short { .. } => None,
+                    _ => crate::segment::resync(&path, start, expected..next_first.unwrap_or(u64::MAX))
+                        .map_err(LogError::io("reading", path.as_path()))?,
                 };
-                self.report(&path, start, rest);
+                if let Some((offset, seq)) = found {
+                    let file = File::open(&path).map_err(LogError::io("opening", path.as_path()))?;
+                    let reader = RecordReader::new(file, offset).map_err(LogError::io("reading", path.as_path()))?;
+                    if let Some(cur) = self.current.as_mut() {
+                        cur.reader = reader;
+                    }
+                    let first = expected.max(self.from_seq);
+                    let lost = seq.saturating_sub(first);
+                    let what =
+                        if lost > 0 { format!("records {first}..={} lost", seq - 1) } else { "no record lost".into() };
+                    let message = format!(
+                        "{problem}; {what}, {} damaged bytes skipped, reading resumes at record {seq}",
+                        offset - start
+                    );
+                    self.quarantine(&path, start, offset);
+                    self.report(&path, start, message, lost);
+                    self.expected = seq;
+                    continue;
+                }
+                let first = expected.max(self.from_seq);
+                let lost = next_first.map_or(0, |n| n.saturating_sub(first));
+                let rest = match (&problem, lost) {
+                    (RecordProblem::Short { .. }, 0) => "the segment ends inside a record".to_owned(),
+                    (_, 0) => format!("rest of the segment skipped: {problem}"),
+                    _ => format!("rest of the segment skipped: {problem}; records {first}..={} lost", first + lost - 1),
+                };
+                let end = std::fs::metadata(&path).map_or(start, |m| m.len());
+                self.quarantine(&path, start, end);
+                self.report(&path, start, rest, lost);
             }
             self.current = None;
         }

@@ -313,6 +313,7 @@ fn a_damaged_old_segment_is_reported_and_skipped_never_fatal() {
     let len0 = u32::from_le_bytes(second[24..28].try_into().unwrap()) as usize;
     second[HEADER_LEN as usize + FRAME_LEN + len0 + FRAME_LEN + 2] ^= 1;
     fs::write(&segments[1], &second).unwrap();
+    let second_bytes = second.clone();
     let mut third = fs::read(&segments[2]).unwrap();
     third[0] = b'X';
     fs::write(&segments[2], &third).unwrap();
@@ -335,13 +336,68 @@ fn a_damaged_old_segment_is_reported_and_skipped_never_fatal() {
     let first_of =
         |p: &Path| crate::segment::parse_segment_file_name(p.file_name().unwrap().to_str().unwrap()).unwrap();
     let second_start = first_of(&segments[1]);
+    // The reader resynchronises after the damaged record: only it is lost.
     assert!(back.contains(&second_start) && !back.contains(&(second_start + 1)));
+    assert!(back.contains(&(second_start + 2)), "reading resumes after the damage: {back:?}");
     let third_start = first_of(&segments[2]);
     let fourth_start = first_of(&segments[3]);
     assert!(!back.iter().any(|s| (third_start..fourth_start).contains(s)));
     assert!(back.contains(&fourth_start));
+    // Every loss is counted and named, nothing twice.
+    let lost = 1 + (fourth_start - third_start);
+    assert_eq!(reader.lost_records(), lost, "{problems:?}");
+    assert_eq!(back.len() as u64, 90 - lost);
+    let second = problems.iter().find(|p| p.segment == segments[1]).unwrap();
+    let n = second_start + 1;
+    assert!(second.problem.contains(&format!("records {n}..={n} lost")), "{}", second.problem);
+    // The damaged bytes are kept aside, the segment itself is untouched.
+    let kept = segments[1].with_file_name(format!(
+        "{}.damaged-{}",
+        segments[1].file_name().unwrap().to_string_lossy(),
+        second.offset
+    ));
+    assert!(kept.is_file(), "{kept:?}");
+    assert_eq!(fs::read(&segments[1]).unwrap(), second_bytes);
     // Appends go on.
     assert_eq!(log.append_blocking(events(0..1)).unwrap().first_seq, 91);
+}
+
+#[test]
+fn a_flipped_length_in_a_large_old_segment_loses_one_record_not_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions { segment_max_bytes: 16 << 10, ..LogOptions::default() };
+    let (log, _) = FeedbackLog::open(dir.path(), options.clone()).unwrap();
+    for i in 0..400 {
+        log.append_blocking(events(i * 3..i * 3 + 3)).unwrap();
+    }
+    drop(log);
+    let segments = segment_paths(dir.path());
+    assert!(segments.len() >= 3, "{segments:?}");
+    // Damage the length field of the 100th record of the first segment:
+    // the reader cannot follow the lengths past it any more.
+    let mut first = fs::read(&segments[0]).unwrap();
+    let mut at = HEADER_LEN as usize;
+    for _ in 0..99 {
+        at += FRAME_LEN + u32::from_le_bytes(first[at..at + 4].try_into().unwrap()) as usize;
+    }
+    first[at + 3] ^= 0x40;
+    fs::write(&segments[0], &first).unwrap();
+
+    // The folder read on its own (as `export` does): one record lost, named.
+    let mut reader = LogReader::open(dir.path(), 1).unwrap();
+    let back: Vec<u64> = reader.by_ref().map(|r| r.unwrap().0).collect();
+    assert_eq!(back.len(), 1199, "every record but the damaged one");
+    assert!(!back.contains(&100) && back.contains(&99) && back.contains(&101));
+    assert_eq!(reader.lost_records(), 1);
+    let p = &reader.problems()[0];
+    assert!(p.problem.contains("records 100..=100 lost") && p.problem.contains("resumes at record 101"), "{p:?}");
+    // Read on its own, the folder is not written to.
+    assert!(!fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("damaged")));
+    // From a later sequence number, records before it are not counted lost.
+    let mut later = LogReader::open(dir.path(), 150).unwrap();
+    assert_eq!(later.by_ref().count(), 1200 - 149);
+    assert_eq!(later.lost_records(), 0);
+    let _ = options;
 }
 
 #[test]
