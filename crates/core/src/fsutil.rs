@@ -28,27 +28,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// The newest versioned directory under `root`: `read` gives each visible
-/// sub-directory's `(created_ms, version, value)` when it holds a complete,
-/// readable version (hidden folders — partial writes — are skipped); the
-/// largest `(created_ms, version)` wins.
-pub fn newest_dir<T>(
+/// The versioned directories under `root`, newest first: `read` gives each
+/// visible sub-directory's `(created_ms, version, value)` when it holds a
+/// complete, readable version (hidden folders — partial writes — are
+/// skipped); ordered by `(created_ms, version)`, largest first.
+pub fn dirs_newest_first<T>(
     root: &Path,
     mut read: impl FnMut(&Path) -> Option<(i64, String, T)>,
+) -> Vec<(std::path::PathBuf, T)> {
+    let Ok(entries) = fs::read_dir(root) else { return Vec::new() };
+    let mut found: Vec<((i64, String), std::path::PathBuf, T)> = entries
+        .flatten()
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|entry| {
+            let path = entry.path();
+            read(&path).map(|(created, version, value)| ((created, version), path, value))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    found.into_iter().map(|(_, path, value)| (path, value)).collect()
+}
+
+/// The newest versioned directory under `root` (see [`dirs_newest_first`]).
+pub fn newest_dir<T>(
+    root: &Path,
+    read: impl FnMut(&Path) -> Option<(i64, String, T)>,
 ) -> Option<(std::path::PathBuf, T)> {
-    let mut best: Option<((i64, String), std::path::PathBuf, T)> = None;
-    for entry in fs::read_dir(root).ok()?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if let Some((created, version, value)) = read(&path)
-            && best.as_ref().is_none_or(|(key, _, _)| (created, &version) > (key.0, &key.1))
-        {
-            best = Some(((created, version), path, value));
-        }
-    }
-    best.map(|(_, path, value)| (path, value))
+    dirs_newest_first(root, read).into_iter().next()
 }
 
 #[cfg(test)]

@@ -28,8 +28,14 @@
 //! addressable by version (experiment arms pin one). A model that fails
 //! any check is rejected with the reason and the active one keeps serving.
 //! [`Ranker::reload_newest`] is what the server's folder watcher calls:
-//! the newest directory under `<data>/models` by manifest creation time,
-//! skipping directories it already rejected.
+//! the directories under `<data>/models` newer (by manifest creation time)
+//! than any model loaded so far, newest first, skipping directories it
+//! already rejected; a refused one does not hide an older valid one, and a
+//! rollback is not undone by the next poll. A manifest dated more than
+//! [`MAX_CLOCK_SKEW_MS`] in the future is refused (it would otherwise stay
+//! "newest" and hide every model trained after it).
+//! [`Ranker::load_newest`] (`Admin.ReloadModel` without a directory) does
+//! the same without the "newer than loaded before" bound.
 //!
 //! # Gate metrics
 //! MMoE graphs also output each task's gate weights per candidate. Every
@@ -118,6 +124,8 @@ pub struct LoadedModel {
     pub tasks: Vec<String>,
     /// Experts per gate (0: no gates output).
     pub experts: usize,
+    /// When it was loaded, Unix epoch milliseconds.
+    pub loaded_at_ms: i64,
     pool: SessionPool,
     gates: Mutex<GateStats>,
 }
@@ -256,8 +264,14 @@ pub struct Ranker {
     catalog: ArcSwap<Catalog>,
     /// Directories that failed to load (the folder watcher skips them).
     rejected: Mutex<HashSet<PathBuf>>,
+    /// `(created_ms, version)` of the newest model ever loaded: the folder
+    /// watcher only looks above it.
+    high_water: Mutex<Option<(i64, String)>>,
     installing: Mutex<()>,
 }
+
+/// How far in the future a manifest's `created_ms` may be.
+pub const MAX_CLOCK_SKEW_MS: i64 = 86_400_000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -292,6 +306,7 @@ impl Ranker {
             loaded: Mutex::new(Vec::new()),
             catalog: ArcSwap::from_pointee(empty),
             rejected: Mutex::new(HashSet::new()),
+            high_water: Mutex::new(None),
             installing: Mutex::new(()),
         })
     }
@@ -330,6 +345,12 @@ impl Ranker {
     /// Versions loaded, most recent last.
     pub fn loaded_versions(&self) -> Vec<String> {
         lock(&self.loaded).iter().map(|m| m.version.clone()).collect()
+    }
+
+    /// Every loaded model (the active one, the rollback target and the
+    /// others kept for pinned arms), most recently loaded last.
+    pub fn loaded_models(&self) -> Vec<Arc<LoadedModel>> {
+        lock(&self.loaded).clone()
     }
 
     /// The dense and sparse features of `candidates` for `query`.
@@ -425,6 +446,13 @@ impl Ranker {
             }
         }
         lock(&self.rejected).remove(dir);
+        {
+            let key = (model.manifest.created_ms, model.version.clone());
+            let mut high = lock(&self.high_water);
+            if high.as_ref().is_none_or(|h| key > *h) {
+                *high = Some(key);
+            }
+        }
         let report =
             LoadReport { version: model.version.clone(), previous, provider, seconds: started.elapsed().as_secs_f64() };
         tracing::info!(
@@ -442,6 +470,16 @@ impl Ranker {
     fn prepare(&self, dir: &Path) -> Result<LoadedModel, String> {
         let manifest = ModelManifest::read(dir).map_err(|e| e.to_string())?;
         manifest.check(&self.schema).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        if manifest.created_ms > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(format!(
+                "the manifest's created_ms ({}) is more than a day ahead of this machine's clock ({now}); fix the \
+                 clock of the machine that trained it, or the manifest",
+                manifest.created_ms
+            ));
+        }
         let path = dir.join(MODEL_FILE);
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let pool =
@@ -465,6 +503,7 @@ impl Ranker {
             dir: dir.to_owned(),
             tasks: manifest.tasks.iter().map(|t| t.name.clone()).collect(),
             experts,
+            loaded_at_ms: now,
             manifest,
             pool,
             gates: Mutex::new(GateStats::default()),
@@ -485,16 +524,42 @@ impl Ranker {
         Ok(model)
     }
 
-    /// Loads the newest model directory under `root` (by manifest
-    /// creation time) unless it is active or was rejected before.
+    /// What the folder watcher calls: loads the newest valid model under
+    /// `root` among those newer than any loaded before (see the module
+    /// documentation). `Ok(None)` when there is nothing new to load; `Err`
+    /// (the newest refusal) when every new directory was refused.
     pub fn reload_newest(&self, root: &Path) -> Result<Option<LoadReport>, RankError> {
-        let Some((dir, manifest)) = newest_model_dir(root) else { return Ok(None) };
-        if self.active().is_some_and(|m| m.dir == dir || m.version == manifest.model_version)
-            || lock(&self.rejected).contains(&dir)
-        {
-            return Ok(None);
+        let above = lock(&self.high_water).clone();
+        self.newest_valid(root, above)
+    }
+
+    /// Loads the newest valid model under `root` unless it is the active
+    /// one (an operator's reload: also after a rollback). Directories
+    /// refused before are skipped.
+    pub fn load_newest(&self, root: &Path) -> Result<Option<LoadReport>, RankError> {
+        self.newest_valid(root, None)
+    }
+
+    fn newest_valid(&self, root: &Path, above: Option<(i64, String)>) -> Result<Option<LoadReport>, RankError> {
+        let mut refused = None;
+        for (dir, manifest) in model_dirs(root) {
+            if above.as_ref().is_some_and(|a| (manifest.created_ms, &manifest.model_version) <= (a.0, &a.1)) {
+                break;
+            }
+            if self.active().is_some_and(|m| m.dir == dir || m.version == manifest.model_version) {
+                break;
+            }
+            if lock(&self.rejected).contains(&dir) {
+                continue;
+            }
+            match self.load_dir(&dir) {
+                Ok(report) => return Ok(Some(report)),
+                Err(err) => {
+                    refused.get_or_insert(err);
+                }
+            }
         }
-        self.load_dir(&dir).map(Some)
+        refused.map_or(Ok(None), Err)
     }
 
     /// Makes the previous model active again (and the active one the
@@ -511,10 +576,15 @@ impl Ranker {
     }
 }
 
-/// The newest model directory under `root` by manifest creation time
-/// (directories without a readable manifest are skipped).
-pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, ModelManifest)> {
-    watchnext_core::fsutil::newest_dir(root, |dir| {
+/// The model directories under `root`, newest first by manifest creation
+/// time (directories without a readable manifest are skipped).
+pub fn model_dirs(root: &Path) -> Vec<(PathBuf, ModelManifest)> {
+    watchnext_core::fsutil::dirs_newest_first(root, |dir| {
         ModelManifest::read(dir).ok().map(|m| (m.created_ms, m.model_version.clone(), m))
     })
+}
+
+/// The newest model directory under `root` (see [`model_dirs`]).
+pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, ModelManifest)> {
+    model_dirs(root).into_iter().next()
 }

@@ -186,6 +186,49 @@ fn hot_reload_keeps_a_rollback_target_and_refuses_broken_or_foreign_models() {
     let _ = &f.data;
 }
 
+/// A copy of `from` named `version`, its manifest dated `created_ms`.
+fn copy_as(from: &Path, to: &Path, version: &str, created_ms: i64) {
+    copy_dir(from, to);
+    let mut manifest = watchnext_core::model::ModelManifest::read(to).expect("manifest");
+    manifest.model_version = version.into();
+    manifest.created_ms = created_ms;
+    manifest.write(to).expect("write manifest");
+}
+
+#[test]
+fn a_refused_newest_model_hides_no_valid_one_and_a_rollback_survives_the_watcher() {
+    let f = fixture(&["m1", "m2"]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    // A broken directory dated a year ahead, and a valid graph dated two
+    // days ahead of the clock: both refused, neither hides m2.
+    copy_as(&f.models.join("m1"), &f.models.join("future"), "future", now + 365 * 86_400_000);
+    break_model(&f.models.join("future"));
+    copy_as(&f.models.join("m1"), &f.models.join("ahead"), "ahead", now + 2 * 86_400_000);
+    let r = ranker(&f);
+    assert_eq!(r.reload_newest(&f.models).expect("an older valid model loads").expect("loaded").version, "m2");
+    // So does a restart.
+    let restarted = ranker(&f);
+    assert_eq!(restarted.reload_newest(&f.models).expect("reload").expect("loaded").version, "m2");
+    let err = restarted.load_dir(&f.models.join("ahead")).expect_err("dated in the future").to_string();
+    assert!(err.contains("ahead of this machine's clock"), "{err}");
+
+    // An operator goes back to m1: the watcher's next poll leaves it there.
+    r.load_dir(&f.models.join("m1")).expect("m1");
+    assert!(r.reload_newest(&f.models).expect("poll").is_none());
+    assert_eq!(r.active().expect("active").version, "m1");
+    assert_eq!(r.rollback().expect("rollback").0, "m2");
+    assert_eq!(r.rollback().expect("rollback").0, "m1");
+    assert!(r.reload_newest(&f.models).expect("poll").is_none());
+    assert_eq!(r.active().expect("active").version, "m1", "the rollback stays");
+    // A model newer than any loaded before is picked up; ReloadModel without
+    // a directory loads the newest valid one whatever was loaded before.
+    let m2_created = watchnext_core::model::ModelManifest::read(&f.models.join("m2")).expect("manifest").created_ms;
+    copy_as(&f.models.join("m1"), &f.models.join("m3"), "m3", m2_created + 60_000);
+    assert_eq!(r.reload_newest(&f.models).expect("poll").expect("m3").version, "m3");
+    r.load_dir(&f.models.join("m1")).expect("m1");
+    assert_eq!(r.load_newest(&f.models).expect("reload").expect("newest").version, "m3");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir").flatten() {

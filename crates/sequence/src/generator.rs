@@ -40,7 +40,7 @@ use watchnext_onnx::{OnnxError, OnnxRuntime, SessionOptions, SessionPool};
 
 use crate::{
     ann::{AnnError, AnnIndex, AnnKind, AnnParams, Embeddings, build_index},
-    model::{HISTORY_INPUT, ModelError, SequenceModel, USER_OUTPUT, newest_model_dir},
+    model::{HISTORY_INPUT, ModelError, SequenceModel, USER_OUTPUT, model_dirs},
 };
 
 /// Configuration of [`SequenceGenerator`] (`[generators.sequence]`).
@@ -192,6 +192,8 @@ pub struct SequenceGenerator {
     recent: RecentWatches,
     /// Serialises installs (two reloads racing would build twice).
     installing: std::sync::Mutex<()>,
+    /// Directories that failed to load (the folder watcher skips them).
+    rejected: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
 }
 
 impl SequenceGenerator {
@@ -213,6 +215,7 @@ impl SequenceGenerator {
             catalog: ArcSwapOption::empty(),
             recent,
             installing: std::sync::Mutex::new(()),
+            rejected: std::sync::Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -232,14 +235,32 @@ impl SequenceGenerator {
         self.install(SequenceModel::read(dir)?)
     }
 
-    /// Loads the newest model under `root` if it is not the one serving.
-    /// `Ok(None)` when there is nothing newer.
+    /// Loads the newest valid model under `root` if it is not the one
+    /// serving: directories are tried newest first (by manifest time) down
+    /// to the serving version, so a broken newest one does not hide a valid
+    /// one; a directory that failed once is not tried again. `Ok(None)` when
+    /// there is nothing newer; `Err` (the newest failure) when every newer
+    /// directory failed.
     pub fn reload_newest(&self, root: &Path) -> Result<Option<InstallReport>, SequenceError> {
-        let Some((dir, manifest)) = newest_model_dir(root) else { return Ok(None) };
-        if self.current().is_some_and(|c| c.version == manifest.version) {
-            return Ok(None);
+        let mut failed = None;
+        for (dir, manifest) in model_dirs(root) {
+            if self.current().is_some_and(|c| c.version == manifest.version) {
+                break;
+            }
+            let rejected = || self.rejected.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rejected().contains(&dir) {
+                continue;
+            }
+            match self.load_dir(&dir) {
+                Ok(report) => return Ok(Some(report)),
+                Err(err) => {
+                    tracing::error!(dir = %dir.display(), %err, "sequence model refused; trying an older one");
+                    rejected().insert(dir);
+                    failed.get_or_insert(err);
+                }
+            }
         }
-        self.load_dir(&dir).map(Some)
+        failed.map_or(Ok(None), Err)
     }
 
     /// See [`SequenceGenerator::load_dir`].

@@ -211,12 +211,18 @@ pub fn write_model_dir(
     result
 }
 
-/// The newest complete model directory under `root` (by the manifest's
-/// `created_ms`; directories without a readable manifest are skipped).
-pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, SequenceManifest)> {
-    watchnext_core::fsutil::newest_dir(root, |dir| {
+/// The complete model directories under `root`, newest first by the
+/// manifest's `created_ms` (directories without a readable manifest are
+/// skipped).
+pub fn model_dirs(root: &Path) -> Vec<(PathBuf, SequenceManifest)> {
+    watchnext_core::fsutil::dirs_newest_first(root, |dir| {
         SequenceManifest::read(dir).ok().map(|m| (m.created_ms, m.version.clone(), m))
     })
+}
+
+/// The newest complete model directory under `root` (see [`model_dirs`]).
+pub fn newest_model_dir(root: &Path) -> Option<(PathBuf, SequenceManifest)> {
+    model_dirs(root).into_iter().next()
 }
 
 #[cfg(test)]

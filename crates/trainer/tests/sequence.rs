@@ -186,6 +186,26 @@ fn the_generator_serves_an_exported_model_and_learns_histories_from_the_stream()
     assert!(g.ready().is_ok());
     assert!(g.reload_newest(root.path()).expect("test setup").is_none(), "the same version is not reloaded");
 
+    // A newer directory with a broken encoder: refused once, then skipped;
+    // a restarted generator falls back to seq-a instead of serving nothing.
+    let broken = root.path().join("seq-b");
+    std::fs::create_dir_all(&broken).expect("test setup");
+    for entry in std::fs::read_dir(&dir).expect("test setup").flatten() {
+        std::fs::copy(entry.path(), broken.join(entry.file_name())).expect("test setup");
+    }
+    let manifest_path = broken.join(watchnext_sequence::model::MANIFEST_FILE);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("test setup")).expect("test setup");
+    manifest["version"] = "seq-b".into();
+    manifest["created_ms"] = (manifest["created_ms"].as_i64().expect("test setup") + 60_000).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("test setup")).expect("test setup");
+    std::fs::write(broken.join(watchnext_sequence::model::ENCODER_FILE), b"not onnx").expect("test setup");
+    assert!(g.reload_newest(root.path()).is_err(), "the broken newer model is refused");
+    assert_eq!(g.current().expect("serving").version, "seq-a");
+    assert!(g.reload_newest(root.path()).expect("skips the refused").is_none());
+    let restarted = generator("flat_hnsw");
+    assert_eq!(restarted.reload_newest(root.path()).expect("falls back").expect("a model").version, "seq-a");
+
     // Watching 8, 9, then 10: the chain continues with 11.
     let out = g.generate(&query("x", 10, &[8, 9]), 10);
     assert_eq!(out.version, "seq-a");
