@@ -40,7 +40,18 @@ async fn acknowledged_batches_are_in_the_log_and_bad_ones_are_not() {
     negative_watch.event = Some(Event::Watch(pb::Watch { seconds_watched: -3.0, video_duration_seconds: 10.0 }));
     let mut no_type = click("u1", "e");
     no_type.event = None;
+    // A 4 MB impression once went in and stopped every follower of the log.
+    let mut huge = click("u1", "f");
+    huge.event = Some(Event::Impression(pb::Impression {
+        position: 1,
+        features: Some(pb::FeatureVector { dense: vec![0.5; 1_000_000], ..Default::default() }),
+        ..Default::default()
+    }));
+    let mut future = click("u1", "g");
+    future.timestamp_ms = i64::MAX;
     let bad_batches = [
+        (vec![huge], "events[0].impression.features.dense"),
+        (vec![click("u1", "w"), future], "events[1].timestamp_ms"),
         (vec![click("u1", "x"), impression_at_0], "events[1].impression.position"),
         (vec![negative_watch], "events[0].watch.seconds_watched"),
         (vec![click("u1", "y"), click("u1", "z"), no_type], "events[2].event"),
@@ -69,7 +80,7 @@ async fn acknowledged_batches_are_in_the_log_and_bad_ones_are_not() {
     // Readers see what was acknowledged while the server keeps running.
     let videos = logged_videos(&server);
     assert_eq!(&videos[..2], ["a", "b"]);
-    assert_eq!(videos.len(), 2 + 4, "the four good concurrent requests, none of the bad batches: {videos:?}");
+    assert_eq!(videos.len(), 2 + 6, "the six good concurrent requests, none of the bad batches: {videos:?}");
     assert!(videos[2..].iter().all(|v| v == "ok"));
     server.stop().await.unwrap();
 }

@@ -47,6 +47,14 @@ fn popular_video(server: &TestServer) -> String {
     counts.into_iter().max_by_key(|(v, n)| (*n, v.clone())).expect("some watch").0
 }
 
+/// Event times for watches recorded by a test: after every event of the
+/// generated world, and not ahead of the server's clock (`Record` refuses
+/// timestamps more than `feedback.max_future_seconds` ahead).
+fn an_hour_ago() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+    now.as_millis() as i64 - 3_600_000
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_generator_answers_and_the_sequence_one_says_what_it_needs() {
     let server = world_server(|_| {}).await;
@@ -97,7 +105,7 @@ async fn cowatch_learns_from_recorded_watches_without_a_restart() {
             events.push(FeedbackEvent {
                 user_id: format!("fresh-user-{u}"),
                 video_id: video.into(),
-                timestamp_ms: 1_900_000_000_000 + u * 1_000 + i as i64 * 100,
+                timestamp_ms: an_hour_ago() + u * 1_000 + i as i64 * 100,
                 device: pb::DeviceType::Tv as i32,
                 event: Some(Event::Watch(pb::Watch { seconds_watched: 300.0, video_duration_seconds: 300.0 })),
                 ..Default::default()
@@ -187,7 +195,7 @@ async fn a_cowatch_role_of_a_split_deployment_learns_through_feedback_tail() {
             events.push(FeedbackEvent {
                 user_id: format!("split-user-{u}"),
                 video_id: video.into(),
-                timestamp_ms: 1_900_000_000_000 + u * 1_000 + i as i64 * 100,
+                timestamp_ms: an_hour_ago() + u * 1_000 + i as i64 * 100,
                 event: Some(Event::Watch(pb::Watch { seconds_watched: 60.0, video_duration_seconds: 60.0 })),
                 ..Default::default()
             });
@@ -348,7 +356,7 @@ async fn a_sequence_role_serves_its_model_alone_and_learns_histories_through_fee
     let watch = |v: &str, t: i64| FeedbackEvent {
         user_id: "tail-user".into(),
         video_id: v.into(),
-        timestamp_ms: 1_900_000_000_000 + t,
+        timestamp_ms: an_hour_ago() + t,
         event: Some(Event::Watch(pb::Watch { seconds_watched: 60.0, video_duration_seconds: 60.0 })),
         ..Default::default()
     };

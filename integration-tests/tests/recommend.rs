@@ -19,6 +19,7 @@ use tonic::Code;
 use watchnext_core::{Role, event::EventKind};
 use watchnext_proto::v1::{
     self as pb, CandidateSource, RecommendRequest, RecommendResponse, ReloadModelRequest, SetCombinerWeightsRequest,
+    StatusRequest,
 };
 use watchnext_testkit::{TestServer, prepare_world, train_ranker, with_admin_token};
 
@@ -166,6 +167,29 @@ async fn combiner_weights_changed_at_runtime_reorder_as_the_formula_predicts() {
     assert!(after.items.windows(2).all(|w| w[0].task_predictions["click"] >= w[1].task_predictions["click"]));
     let order = |r: &RecommendResponse| r.items.iter().map(|i| i.video_id.clone()).collect::<Vec<_>>();
     assert_ne!(order(&before), order(&after), "click-only weights change the order of the default blend");
+    // Admin.Status reports the weights in force for every task of the model, and the model.
+    let status = server.admin().status(with_admin_token(StatusRequest {})).await.unwrap().into_inner();
+    let expected: std::collections::HashMap<String, f32> = weights.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+    assert_eq!(status.combiner_weights, expected);
+    assert_eq!(status.models.len(), 1, "{:?}", status.models);
+    assert!(status.models[0].version == "m1" && status.models[0].active && status.models[0].loaded_at_ms > 0);
+    assert!(status.models[0].path.ends_with("m1"), "{}", status.models[0].path);
+
+    // At the largest weight the product underflows for every candidate; the
+    // order still follows the click probability, not the video id.
+    let set = SetCombinerWeightsRequest {
+        experiment_arm: String::new(),
+        weights: [("click".to_owned(), 100.0)].into_iter().collect(),
+    };
+    server.admin().set_combiner_weights(with_admin_token(set)).await.unwrap();
+    let heavy = recommend(&server, request("u7", &video, 30)).await;
+    assert_eq!(order(&heavy), order(&after), "click^100 orders as click^1");
+    let too_heavy = SetCombinerWeightsRequest {
+        experiment_arm: String::new(),
+        weights: [("click".to_owned(), f32::MAX)].into_iter().collect(),
+    };
+    let err = server.admin().set_combiner_weights(with_admin_token(too_heavy)).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("0..=100"), "{err:?}");
 
     // Watch time only: the order follows the predicted watch time.
     let set = SetCombinerWeightsRequest {
@@ -309,6 +333,10 @@ async fn reloading_models_under_load_fails_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 20, "{} answers", ok.load(Ordering::Relaxed));
     let seen = versions.lock().unwrap().clone();
     assert_eq!(seen, ["m1".to_owned(), "m2".to_owned()].into_iter().collect(), "both models served");
+    let status = admin.status(with_admin_token(StatusRequest {})).await.unwrap().into_inner();
+    let models: Vec<(&str, bool)> = status.models.iter().map(|m| (m.version.as_str(), m.active)).collect();
+    assert_eq!(models.len(), 2, "{models:?}");
+    assert!(models.contains(&("m1", true)) && models.contains(&("m2", false)), "{models:?}");
     server.stop().await.unwrap();
 }
 

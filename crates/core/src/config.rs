@@ -271,11 +271,35 @@ impl Default for RankerConfig {
 pub struct FeedbackConfig {
     /// Most events one Record call may carry.
     pub max_batch_events: u32,
+    /// Largest encoded event `Record` accepts, in bytes. Every role that
+    /// follows the log (`Feedback.Tail`) must be able to decode each event,
+    /// so this stays far below `server.max_message_bytes`.
+    pub max_event_bytes: u32,
+    /// How far ahead of the server's clock an event's timestamp may be
+    /// (client clock skew), in seconds.
+    pub max_future_seconds: u64,
+    /// The range a rating's value must be within.
+    pub rating_min: f32,
+    pub rating_max: f32,
+    /// Most seconds one watch event may report, and the most a video may
+    /// last.
+    pub max_watch_seconds: f32,
+    /// When the video's duration is known: the most seconds watched per
+    /// second of video (re-watches and loops in one event).
+    pub max_watch_multiple: f32,
 }
 
 impl Default for FeedbackConfig {
     fn default() -> Self {
-        Self { max_batch_events: 10_000 }
+        Self {
+            max_batch_events: 10_000,
+            max_event_bytes: 64 * 1024,
+            max_future_seconds: 86_400,
+            rating_min: -10.0,
+            rating_max: 10.0,
+            max_watch_seconds: 7.0 * 86_400.0,
+            max_watch_multiple: 10.0,
+        }
     }
 }
 
@@ -366,6 +390,27 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.feedback.max_batch_events) {
             return Err(invalid("feedback.max_batch_events", "must be between 1 and 1000000"));
+        }
+        let f = &self.feedback;
+        if f.max_event_bytes < 1024 || f.max_event_bytes as usize > self.server.max_message_bytes / 4 {
+            return Err(invalid(
+                "feedback.max_event_bytes",
+                format!(
+                    "is {}; must be at least 1024 and at most a quarter of server.max_message_bytes ({}), so that \
+                     every follower of the log can decode any event",
+                    f.max_event_bytes,
+                    self.server.max_message_bytes / 4
+                ),
+            ));
+        }
+        if !(f.rating_min.is_finite() && f.rating_max.is_finite() && f.rating_min < f.rating_max) {
+            return Err(invalid("feedback.rating_min", "rating_min and rating_max must be finite with min < max"));
+        }
+        if !(f.max_watch_seconds.is_finite() && f.max_watch_seconds > 0.0) {
+            return Err(invalid("feedback.max_watch_seconds", "must be a finite number > 0"));
+        }
+        if !(f.max_watch_multiple.is_finite() && f.max_watch_multiple >= 1.0) {
+            return Err(invalid("feedback.max_watch_multiple", "must be a finite number >= 1"));
         }
         if !(1..=64).contains(&self.onnx.intra_op_threads) {
             return Err(invalid("onnx.intra_op_threads", "must be between 1 and 64"));

@@ -12,6 +12,7 @@
 use watchnext_proto::v1::{self as pb, feedback_event::Event as PbEvent};
 
 use crate::{
+    config::FeedbackConfig,
     error::InvalidRequest,
     ids::{MAX_ID_BYTES, UserId, VideoId},
     request::Device,
@@ -272,11 +273,129 @@ impl Event {
     }
 }
 
-/// Validates a `Record` batch against `max_batch` and the event rules.
-pub fn parse_batch(events: &[pb::FeedbackEvent], max_batch: usize, now_ms: i64) -> Result<Vec<Event>, InvalidRequest> {
+/// Most dense or sparse values an impression's feature vector may carry at
+/// ingestion (today's schema has 38 and 7).
+pub const MAX_FEATURES: usize = 4_096;
+
+/// Most provenance entries an impression may carry at ingestion.
+pub const MAX_SOURCES: usize = 16;
+
+/// Longest `model_version`, `experiment_arm` or `schema_hash` at ingestion.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+fn check_label(field: &str, value: &str) -> Result<(), InvalidRequest> {
+    if value.len() > MAX_LABEL_BYTES || value.chars().any(char::is_control) {
+        return Err(InvalidRequest::new(
+            field,
+            format!("has {} bytes; must be at most {MAX_LABEL_BYTES} printable bytes", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules a new event must meet on top of [`Event::from_proto`]'s, from
+/// `[feedback]`: what `Record` accepts into the log. They are not applied
+/// when the log is read back, so events accepted under looser rules (or
+/// older ones) stay readable.
+pub fn check_ingest(
+    wire: &pb::FeedbackEvent,
+    event: &Event,
+    limits: &FeedbackConfig,
+    now_ms: i64,
+) -> Result<(), InvalidRequest> {
+    let latest =
+        now_ms.saturating_add(i64::try_from(limits.max_future_seconds).unwrap_or(i64::MAX).saturating_mul(1000));
+    if event.timestamp_ms > latest {
+        return Err(InvalidRequest::new(
+            "timestamp_ms",
+            format!(
+                "is {} ms, more than {} s ahead of the server's clock ({now_ms} ms); send Unix epoch milliseconds \
+                 (0 = now) and check the client's clock",
+                event.timestamp_ms, limits.max_future_seconds
+            ),
+        ));
+    }
+    match &event.kind {
+        EventKind::Impression(imp) => {
+            check_label("impression.model_version", &imp.model_version)?;
+            check_label("impression.experiment_arm", &imp.experiment_arm)?;
+            if imp.sources.len() > MAX_SOURCES {
+                return Err(InvalidRequest::new(
+                    "impression.sources",
+                    format!("has {} entries; at most {MAX_SOURCES} (one per generator)", imp.sources.len()),
+                ));
+            }
+            if let Some(f) = &imp.features {
+                check_label("impression.features.schema_hash", &f.schema_hash)?;
+                for (field, len) in [("dense", f.dense.len()), ("sparse", f.sparse.len())] {
+                    if len > MAX_FEATURES {
+                        return Err(InvalidRequest::new(
+                            format!("impression.features.{field}"),
+                            format!("has {len} values; at most {MAX_FEATURES}"),
+                        ));
+                    }
+                }
+            }
+        }
+        EventKind::Watch { seconds_watched, video_duration_seconds } => {
+            let max = limits.max_watch_seconds;
+            if *video_duration_seconds > max {
+                return Err(InvalidRequest::new(
+                    "watch.video_duration_seconds",
+                    format!("is {video_duration_seconds}; at most {max} (feedback.max_watch_seconds)"),
+                ));
+            }
+            if *seconds_watched > max {
+                return Err(InvalidRequest::new(
+                    "watch.seconds_watched",
+                    format!("is {seconds_watched}; at most {max} in one event (feedback.max_watch_seconds)"),
+                ));
+            }
+            let multiple = limits.max_watch_multiple;
+            if *video_duration_seconds > 0.0 && *seconds_watched > video_duration_seconds * multiple {
+                return Err(InvalidRequest::new(
+                    "watch.seconds_watched",
+                    format!(
+                        "is {seconds_watched}, more than {multiple} times the video's duration \
+                         ({video_duration_seconds} s; feedback.max_watch_multiple)"
+                    ),
+                ));
+            }
+        }
+        EventKind::Rating { value } => {
+            if !(limits.rating_min..=limits.rating_max).contains(value) {
+                return Err(InvalidRequest::new(
+                    "rating.value",
+                    format!(
+                        "is {value}; must be within {}..={} (feedback.rating_min, rating_max)",
+                        limits.rating_min, limits.rating_max
+                    ),
+                ));
+            }
+        }
+        EventKind::Click | EventKind::Like | EventKind::Dismiss => {}
+    }
+    let bytes = prost::Message::encoded_len(wire);
+    if bytes > limits.max_event_bytes as usize {
+        return Err(InvalidRequest::new(
+            "event",
+            format!("is {bytes} bytes encoded; at most {} (feedback.max_event_bytes)", limits.max_event_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a `Record` batch: its size, the event rules and the
+/// ingestion limits of `[feedback]` ([`check_ingest`]).
+pub fn parse_batch(
+    events: &[pb::FeedbackEvent],
+    limits: &FeedbackConfig,
+    now_ms: i64,
+) -> Result<Vec<Event>, InvalidRequest> {
     if events.is_empty() {
         return Err(InvalidRequest::new("events", "is empty; send at least one event"));
     }
+    let max_batch = limits.max_batch_events as usize;
     if events.len() > max_batch {
         return Err(InvalidRequest::new(
             "events",
@@ -286,7 +405,11 @@ pub fn parse_batch(events: &[pb::FeedbackEvent], max_batch: usize, now_ms: i64) 
     events
         .iter()
         .enumerate()
-        .map(|(i, e)| Event::from_proto(e, now_ms).map_err(|err| err.within(&format!("events[{i}]"))))
+        .map(|(i, e)| {
+            Event::from_proto(e, now_ms)
+                .and_then(|event| check_ingest(e, &event, limits, now_ms).map(|()| event))
+                .map_err(|err| err.within(&format!("events[{i}]")))
+        })
         .collect()
 }
 
@@ -322,6 +445,62 @@ mod tests {
         }
     }
 
+    fn limits(max_batch_events: u32) -> FeedbackConfig {
+        FeedbackConfig { max_batch_events, ..FeedbackConfig::default() }
+    }
+
+    #[test]
+    fn ingestion_limits_name_the_field_and_the_setting() {
+        let now = 1_700_000_000_000;
+        let check = |e: pb::FeedbackEvent| parse_batch(&[e], &limits(10), now).map(|_| ()).map_err(|e| e.to_string());
+        let watch = |seconds_watched, video_duration_seconds| {
+            event(PbEvent::Watch(pb::Watch { seconds_watched, video_duration_seconds }))
+        };
+        // Within every limit.
+        assert_eq!(check(watch(600.0, 60.0)), Ok(()), "ten times a short video");
+        assert_eq!(check(watch(3_600.0, 0.0)), Ok(()), "unknown duration");
+        assert_eq!(check(event(PbEvent::Rating(pb::Rating { value: -10.0 }))), Ok(()));
+        let mut soon = event(PbEvent::Click(pb::Click {}));
+        soon.timestamp_ms = now + 86_400_000;
+        assert_eq!(check(soon.clone()), Ok(()), "a day of clock skew");
+
+        let refused = |e: pb::FeedbackEvent, field: &str, says: &str| {
+            let err = check(e).expect_err(field);
+            assert!(err.contains(field) && err.contains(says), "{err}");
+        };
+        soon.timestamp_ms = i64::MAX;
+        refused(soon, "events[0].timestamp_ms", "ahead of the server's clock");
+        refused(watch(601.0, 60.0), "events[0].watch.seconds_watched", "max_watch_multiple");
+        refused(watch(1e9, 0.0), "events[0].watch.seconds_watched", "max_watch_seconds");
+        refused(watch(1.0, 1e9), "events[0].watch.video_duration_seconds", "max_watch_seconds");
+        refused(event(PbEvent::Rating(pb::Rating { value: 1e30 })), "events[0].rating.value", "rating_max");
+        let impression = |f: &dyn Fn(&mut pb::Impression)| {
+            let mut imp = pb::Impression { position: 1, ..Default::default() };
+            f(&mut imp);
+            event(PbEvent::Impression(imp))
+        };
+        refused(impression(&|i| i.model_version = "m".repeat(300)), "impression.model_version", "256");
+        refused(impression(&|i| i.experiment_arm = "a\u{7}b".into()), "impression.experiment_arm", "printable");
+        refused(
+            impression(&|i| i.features = Some(pb::FeatureVector { dense: vec![0.0; 1_000_000], ..Default::default() })),
+            "impression.features.dense",
+            "at most 4096",
+        );
+        refused(impression(&|i| i.sources = vec![pb::Provenance::default(); 17]), "impression.sources", "at most 16");
+        // Each field within its limit, the whole still too large to follow.
+        let small = FeedbackConfig { max_event_bytes: 16 * 1024, ..limits(10) };
+        let big = impression(&|i| {
+            i.features =
+                Some(pb::FeatureVector { dense: vec![0.5; 4_096], sparse: vec![i64::MAX; 4_096], ..Default::default() })
+        });
+        let err = parse_batch(&[big], &small, now).expect_err("too large").to_string();
+        assert!(err.contains("events[0].event") && err.contains("max_event_bytes"), "{err}");
+        // None of this applies when a stored event is read back.
+        let mut old = watch(1e9, 0.0);
+        old.timestamp_ms = i64::MAX;
+        assert!(Event::from_proto(&old, 0).is_ok());
+    }
+
     #[test]
     fn valid_events_round_trip_through_the_wire_form() {
         let events = vec![
@@ -340,7 +519,7 @@ mod tests {
             event(PbEvent::Dismiss(pb::Dismiss {})),
             event(PbEvent::Rating(pb::Rating { value: 4.5 })),
         ];
-        let parsed = parse_batch(&events, 10, 0).unwrap();
+        let parsed = parse_batch(&events, &limits(10), 0).unwrap();
         assert_eq!(parsed.len(), 6);
         for (wire, domain) in events.iter().zip(&parsed) {
             assert_eq!(&domain.to_proto(), wire);
@@ -360,24 +539,24 @@ mod tests {
     fn the_first_bad_event_is_named() {
         let mut events = vec![event(PbEvent::Click(pb::Click {})); 3];
         events[1] = event(PbEvent::Watch(pb::Watch { seconds_watched: -1.0, video_duration_seconds: 0.0 }));
-        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].watch.seconds_watched");
+        assert_eq!(parse_batch(&events, &limits(10), 0).unwrap_err().field, "events[1].watch.seconds_watched");
 
         events[1] = event(PbEvent::Impression(pb::Impression { position: 0, ..Default::default() }));
-        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].impression.position");
+        assert_eq!(parse_batch(&events, &limits(10), 0).unwrap_err().field, "events[1].impression.position");
 
         events[1] = pb::FeedbackEvent { user_id: "u".into(), video_id: "v".into(), ..Default::default() };
-        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].event");
+        assert_eq!(parse_batch(&events, &limits(10), 0).unwrap_err().field, "events[1].event");
 
         events[1] = event(PbEvent::Rating(pb::Rating { value: f32::INFINITY }));
-        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[1].rating.value");
+        assert_eq!(parse_batch(&events, &limits(10), 0).unwrap_err().field, "events[1].rating.value");
 
         events[1] = event(PbEvent::Click(pb::Click {}));
         events[2].user_id.clear();
-        assert_eq!(parse_batch(&events, 10, 0).unwrap_err().field, "events[2].user_id");
+        assert_eq!(parse_batch(&events, &limits(10), 0).unwrap_err().field, "events[2].user_id");
 
         events[2].user_id = "u".into();
-        let err = parse_batch(&events, 2, 0).unwrap_err();
+        let err = parse_batch(&events, &limits(2), 0).unwrap_err();
         assert!(err.field == "events" && err.problem.contains("at most 2"), "{err}");
-        assert_eq!(parse_batch(&[], 2, 0).unwrap_err().field, "events");
+        assert_eq!(parse_batch(&[], &limits(2), 0).unwrap_err().field, "events");
     }
 }

@@ -99,7 +99,7 @@ impl RequestContext {
                 ));
             }
         }
-        if ctx.utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
+        if ctx.utc_offset_minutes.unsigned_abs() > MAX_UTC_OFFSET_MINUTES.unsigned_abs() {
             return Err(InvalidRequest::new(
                 "context.utc_offset_minutes",
                 format!("{} is outside -840..=840", ctx.utc_offset_minutes),
@@ -312,6 +312,13 @@ mod tests {
             (
                 "context.utc_offset_minutes",
                 Box::new(|r| r.context = Some(pb::RequestContext { utc_offset_minutes: 5_000, ..Default::default() })),
+            ),
+            (
+                // `abs()` of i32::MIN wraps to itself, which once let this through.
+                "context.utc_offset_minutes",
+                Box::new(|r| {
+                    r.context = Some(pb::RequestContext { utc_offset_minutes: i32::MIN, ..Default::default() })
+                }),
             ),
         ];
         for (field, mutate) in cases {

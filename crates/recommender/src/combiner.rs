@@ -7,8 +7,13 @@
 //!   binary task, inverted:       f = clamp(1 − p, ε, 1)    (e.g. dismiss: an outcome to avoid)
 //!   regression, log1p label:     f = exp(ŷ) = 1 + predicted label   (e.g. 1 + seconds watched)
 //!   regression, identity label:  f = max(ŷ, ε)             (e.g. a rating)
-//! ε = 1e-6; a weight of 0 leaves the task out.
+//! ε = 1e-6; a weight of 0 leaves the task out, and no weight may exceed
+//! [`MAX_WEIGHT`].
 //! ```
+//! Candidates are ordered by the logarithm, Σ_t w_t · ln f_t
+//! ([`log_score`]), never by the product itself: with large weights the
+//! product underflows to 0 for every candidate and the order would fall back
+//! to the video id.
 //! Raising a weight makes the order follow that task more; weights are
 //! exponents, so scaling every weight by the same factor leaves the order
 //! unchanged. Weights come from `[recommender.combiner]`, fall back to the
@@ -21,6 +26,16 @@ use std::collections::BTreeMap;
 use watchnext_core::model::{TaskKind, TaskSpec};
 
 const EPS: f32 = 1e-6;
+
+/// The largest weight a task may have. Weights are exponents: at 100 a task
+/// already decides the order on its own, and larger ones only lose precision.
+pub const MAX_WEIGHT: f32 = 100.0;
+
+/// Why a weight cannot be used, or `None` when it can.
+pub fn weight_problem(w: f32) -> Option<String> {
+    (!w.is_finite() || !(0.0..=MAX_WEIGHT).contains(&w))
+        .then(|| format!("is {w}; a task weight must be a number within 0..={MAX_WEIGHT}"))
+}
 
 /// How one task enters the product.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +72,11 @@ pub fn terms(tasks: &[TaskSpec], weights: &BTreeMap<String, f32>, inverted: &[St
 
 /// The combined score of one candidate's predictions (in task order).
 pub fn score(terms: &[Term], predictions: &[f32]) -> f32 {
+    log_score(terms, predictions).exp()
+}
+
+/// The logarithm of [`score`]: what candidates are ordered by.
+pub fn log_score(terms: &[Term], predictions: &[f32]) -> f32 {
     let mut log = 0.0f32;
     for (term, &y) in terms.iter().zip(predictions) {
         if term.weight == 0.0 {
@@ -70,7 +90,7 @@ pub fn score(terms: &[Term], predictions: &[f32]) -> f32 {
         };
         log += term.weight * ln_f;
     }
-    log.exp()
+    log
 }
 
 #[cfg(test)]
@@ -104,6 +124,16 @@ mod tests {
     }
 
     #[test]
+    fn weights_outside_the_range_are_refused() {
+        for w in [0.0, 1.0, MAX_WEIGHT] {
+            assert_eq!(weight_problem(w), None, "{w}");
+        }
+        for w in [-0.5, MAX_WEIGHT * 1.01, f32::MAX, f32::INFINITY, f32::NAN] {
+            assert!(weight_problem(w).is_some_and(|p| p.contains("0..=100")), "{w}");
+        }
+    }
+
+    #[test]
     fn weights_change_the_order_as_the_formula_says() {
         // a: likely click, short watch; b: less likely click, long watch.
         let a = [0.6, (1.0f32 + 10.0).ln(), 0.1, 3.0];
@@ -118,6 +148,15 @@ mod tests {
         assert!(by(&[("click", 4.0), ("watch", 0.2)]));
         // Scaling all weights keeps the order.
         assert_eq!(by(&[("click", 2.0), ("watch", 2.0)]), by(&[("click", 1.0), ("watch", 1.0)]));
+        // At the largest weight the product underflows to 0 for both, the log keeps the order.
+        let w: BTreeMap<String, f32> = [("click".to_owned(), MAX_WEIGHT), ("watch".to_owned(), MAX_WEIGHT)].into();
+        let t = terms(&tasks(), &w, &["dismiss".into()]);
+        assert!(!score(&t, &a).is_finite() && !score(&t, &b).is_finite(), "the product overflows for both");
+        assert!(log_score(&t, &a) < log_score(&t, &b), "the log keeps the order: 0.6·11 < 0.3·101");
+        let w: BTreeMap<String, f32> = [("click".to_owned(), MAX_WEIGHT), ("watch".to_owned(), 0.0)].into();
+        let t = terms(&tasks(), &w, &["dismiss".into()]);
+        assert!(score(&t, &a) < 1e-20 && score(&t, &b) == 0.0, "the product underflows");
+        assert!(log_score(&t, &a) > log_score(&t, &b), "click alone decides: 0.6 > 0.3");
         // Inverted: a higher dismiss probability lowers the score.
         let t = terms(&tasks(), &BTreeMap::new(), &["dismiss".into()]);
         let mut worse = a;

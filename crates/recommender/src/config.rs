@@ -93,11 +93,11 @@ fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), problem: problem.into() }
 }
 
-/// Checks that every weight is finite and ≥ 0.
+/// Checks that every weight is within `0..=MAX_WEIGHT`.
 pub fn check_weights(key: &str, weights: &BTreeMap<String, f32>) -> Result<(), ConfigError> {
     for (task, w) in weights {
-        if !w.is_finite() || *w < 0.0 {
-            return Err(bad(format!("{key}.{task}"), format!("is {w}; a task weight must be a finite number >= 0")));
+        if let Some(problem) = crate::combiner::weight_problem(*w) {
+            return Err(bad(format!("{key}.{task}"), problem));
         }
     }
     Ok(())

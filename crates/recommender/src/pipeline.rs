@@ -130,8 +130,9 @@ pub struct Recommender {
     impressions: Option<Arc<dyn ImpressionSink>>,
     history: Arc<RecentWatches>,
     catalog: ArcSwapOption<Catalog>,
-    /// Task names of the last model that ranked (to check weight changes).
-    known_tasks: ArcSwap<Vec<String>>,
+    /// Tasks of the last model that ranked (to check weight changes and
+    /// report the weights in force).
+    known_tasks: ArcSwap<Vec<TaskSpec>>,
 }
 
 impl Recommender {
@@ -187,7 +188,11 @@ impl Recommender {
             let names: Vec<&str> = self.arms.all().iter().map(|a| a.name.as_str()).collect();
             return Err(format!("unknown experiment arm `{arm}` (arms: {})", names.join(", ")));
         }
-        let known = self.ranker.as_ref().and_then(|r| r.tasks()).unwrap_or_else(|| self.known_tasks.load().to_vec());
+        let known = self
+            .ranker
+            .as_ref()
+            .and_then(|r| r.tasks())
+            .unwrap_or_else(|| self.known_tasks.load().iter().map(|t| t.name.clone()).collect());
         if !known.is_empty()
             && let Some(task) = weights.keys().find(|t| !known.contains(t))
         {
@@ -203,6 +208,24 @@ impl Recommender {
         self.weights.store(Arc::new(next));
         tracing::info!(arm, ?effective, "combiner weights changed");
         Ok(effective)
+    }
+
+    /// The default arm's weight for every task of `tasks` (the serving
+    /// model's, when the caller knows them; else those of the last model
+    /// that ranked): configured or set weights first, the manifest's
+    /// `combiner_weight` for the others. With no model known yet, the
+    /// configured weights alone.
+    pub fn weights_in_force(&self, tasks: Option<&[TaskSpec]>) -> BTreeMap<String, f32> {
+        let configured = self.weights.load().for_arm("");
+        let last = self.known_tasks.load();
+        let tasks = tasks.unwrap_or(&last);
+        if tasks.is_empty() {
+            return configured;
+        }
+        combiner::terms(tasks, &configured, &self.settings.combiner.inverted_tasks)
+            .into_iter()
+            .map(|t| (t.task, t.weight))
+            .collect()
     }
 
     /// Replaces every weight with a reloaded configuration's: the defaults
@@ -268,7 +291,7 @@ impl Recommender {
         let terms = combiner::terms(&trace.tasks, &w, &self.settings.combiner.inverted_tasks);
         let t = trace.tasks.len();
         let mut scored: Vec<(usize, f32)> = (0..trace.candidates.len())
-            .map(|i| (i, combiner::score(&terms, &trace.predictions[i * t..(i + 1) * t])))
+            .map(|i| (i, combiner::log_score(&terms, &trace.predictions[i * t..(i + 1) * t])))
             .collect();
         let videos = &trace.candidates;
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| videos[a.0].video.cmp(&videos[b.0].video)));
@@ -414,14 +437,16 @@ impl Recommender {
                 }
             }
         };
-        // (candidate index, score), best first.
+        // (candidate index, sort key), best first: the combiner's log score
+        // when ranked (the product itself underflows with large weights),
+        // the fused score otherwise.
         let mut scored: Vec<(usize, f32)> = match &ranked {
             Some(r) => {
                 let weights = self.weights.load().for_arm(&arm.name);
                 let terms = combiner::terms(&r.tasks, &weights, &self.settings.combiner.inverted_tasks);
                 let t = r.tasks.len();
                 (0..candidates.len())
-                    .map(|i| (i, combiner::score(&terms, &r.predictions[i * t..(i + 1) * t])))
+                    .map(|i| (i, combiner::log_score(&terms, &r.predictions[i * t..(i + 1) * t])))
                     .collect()
             }
             None => fused_scores.iter().enumerate().map(|(i, &s)| (i, s as f32)).collect(),
@@ -438,7 +463,7 @@ impl Recommender {
         let mut tasks = Vec::new();
         let mut predictions: &[f32] = &[];
         if let Some(r) = ranked.as_ref() {
-            self.known_tasks.store(Arc::new(r.tasks.iter().map(|t| t.name.clone()).collect()));
+            self.known_tasks.store(Arc::new(r.tasks.clone()));
             model_version.clone_from(&r.model_version);
             tasks = r.tasks.iter().map(|t| t.name.as_str()).collect();
             predictions = &r.predictions;
@@ -446,11 +471,11 @@ impl Recommender {
         let t = tasks.len();
         let mut items = Vec::with_capacity(order.len());
         for (position, &k) in order.iter().enumerate() {
-            let (i, score) = scored[k];
+            let (i, key) = scored[k];
             items.push(Item {
                 video: candidates[i].video.clone(),
                 position: position as u32 + 1,
-                score,
+                score: if ranked.is_some() { key.exp() } else { key },
                 predictions: tasks
                     .iter()
                     .zip(&predictions[i * t..(i + 1) * t])

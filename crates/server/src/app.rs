@@ -596,7 +596,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(log) = log {
         follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
         routes.add_service(
-            FeedbackServer::new(FeedbackService::new(log, config.feedback.max_batch_events))
+            FeedbackServer::new(FeedbackService::new(log, config.feedback.clone()))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );

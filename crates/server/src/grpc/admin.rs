@@ -9,8 +9,8 @@ use std::{collections::HashMap, sync::Arc};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use watchnext_core::InvalidRequest;
 use watchnext_proto::v1::{
-    ReloadModelRequest, ReloadModelResponse, SetCombinerWeightsRequest, SetCombinerWeightsResponse, StatusRequest,
-    StatusResponse, admin_server::Admin,
+    ModelInfo, ReloadModelRequest, ReloadModelResponse, SetCombinerWeightsRequest, SetCombinerWeightsResponse,
+    StatusRequest, StatusResponse, admin_server::Admin,
 };
 
 use crate::app::ProcessInfo;
@@ -99,8 +99,8 @@ fn validate_weights(weights: &HashMap<String, f32>) -> Result<(), InvalidRequest
         if task.is_empty() {
             return Err(InvalidRequest::new("weights", "has an empty task name"));
         }
-        if !w.is_finite() || *w < 0.0 {
-            return Err(InvalidRequest::new(format!("weights[{task}]"), format!("is {w}; must be finite and >= 0")));
+        if let Some(problem) = watchnext_recommender::combiner::weight_problem(*w) {
+            return Err(InvalidRequest::new(format!("weights[{task}]"), problem));
         }
     }
     Ok(())
@@ -109,7 +109,25 @@ fn validate_weights(weights: &HashMap<String, f32>) -> Result<(), InvalidRequest
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(self.info.status().await))
+        let mut status = self.info.status().await;
+        let active = self.ranker.as_ref().and_then(|r| r.active());
+        if let Some(ranker) = &self.ranker {
+            status.models = ranker
+                .loaded_models()
+                .iter()
+                .map(|m| ModelInfo {
+                    version: m.version.clone(),
+                    path: m.dir.display().to_string(),
+                    active: active.as_ref().is_some_and(|a| Arc::ptr_eq(a, m)),
+                    loaded_at_ms: m.loaded_at_ms,
+                })
+                .collect();
+        }
+        if let Some(recommender) = &self.recommender {
+            let tasks = active.as_ref().map(|m| m.manifest.tasks.as_slice());
+            status.combiner_weights = recommender.weights_in_force(tasks).into_iter().collect();
+        }
+        Ok(Response::new(status))
     }
 
     async fn reload_model(
@@ -129,7 +147,7 @@ impl Admin for AdminService {
                 return ranker.rollback();
             }
             let report = if dir.is_empty() {
-                ranker.reload_newest(&models)?
+                ranker.load_newest(&models)?
             } else {
                 Some(ranker.load_dir(std::path::Path::new(&dir))?)
             };

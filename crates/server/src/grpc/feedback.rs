@@ -6,7 +6,10 @@
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use watchnext_core::event::{Event, parse_batch};
+use watchnext_core::{
+    config::FeedbackConfig,
+    event::{Event, parse_batch},
+};
 use watchnext_feedback::{FeedbackLog, LogError};
 use watchnext_proto::v1::{RecordRequest, RecordResponse, TailRequest, TailResponse, feedback_server::Feedback};
 
@@ -19,12 +22,41 @@ struct StreamConsumer {
     tx: tokio::sync::mpsc::Sender<Result<TailResponse, Status>>,
 }
 
+/// Largest `TailResponse` sent, in encoded bytes: half of tonic's default
+/// decoding limit (4 MiB), so a follower with default settings can read
+/// every message. An event alone in its message may exceed it only if it was
+/// logged before `feedback.max_event_bytes` existed.
+const TAIL_MESSAGE_BYTES: usize = 2 << 20;
+
+/// Splits a chunk of events (the first numbered `first_seq`) into responses
+/// of at most `max_bytes` encoded bytes each (at least one event each).
+fn responses(first_seq: u64, events: &[Event], max_bytes: usize) -> Vec<TailResponse> {
+    let mut out = Vec::new();
+    let mut current = TailResponse { first_sequence: first_seq, events: Vec::new() };
+    let mut bytes = 0usize;
+    for (i, event) in events.iter().enumerate() {
+        let wire = event.to_proto();
+        // The event's field tag and length prefix cost a few bytes more.
+        let size = prost::Message::encoded_len(&wire) + 8;
+        if !current.events.is_empty() && bytes + size > max_bytes {
+            let next = TailResponse { first_sequence: first_seq + i as u64, events: Vec::new() };
+            out.push(std::mem::replace(&mut current, next));
+            bytes = 0;
+        }
+        current.events.push(wire);
+        bytes += size;
+    }
+    if !current.events.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 impl crate::tailer::Consumer for StreamConsumer {
     fn consume(&mut self, first_seq: u64, events: Vec<Event>, _caught_up: bool) -> bool {
-        let response = TailResponse { first_sequence: first_seq, events: events.iter().map(Event::to_proto).collect() };
         // Runs on a blocking thread: waiting for a slow client is fine here,
         // and the bounded channel is the stream's back-pressure.
-        self.tx.blocking_send(Ok(response)).is_ok()
+        responses(first_seq, &events, TAIL_MESSAGE_BYTES).into_iter().all(|r| self.tx.blocking_send(Ok(r)).is_ok())
     }
 }
 
@@ -32,12 +64,12 @@ impl crate::tailer::Consumer for StreamConsumer {
 #[derive(Debug)]
 pub struct FeedbackService {
     log: FeedbackLog,
-    max_batch: usize,
+    limits: FeedbackConfig,
 }
 
 impl FeedbackService {
-    pub fn new(log: FeedbackLog, max_batch: u32) -> Self {
-        Self { log, max_batch: max_batch as usize }
+    pub fn new(log: FeedbackLog, limits: FeedbackConfig) -> Self {
+        Self { log, limits }
     }
 }
 
@@ -63,7 +95,7 @@ pub fn status_of(err: LogError) -> Status {
 #[tonic::async_trait]
 impl Feedback for FeedbackService {
     async fn record(&self, request: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
-        let events = parse_batch(&request.get_ref().events, self.max_batch, super::now_ms())?;
+        let events = parse_batch(&request.get_ref().events, &self.limits, super::now_ms())?;
         let accepted = u32::try_from(events.len()).unwrap_or(u32::MAX);
         let ack = self.log.append(events).await.map_err(status_of)?;
         Ok(Response::new(RecordResponse { accepted, last_sequence: ack.last_seq }))
@@ -77,5 +109,47 @@ impl Feedback for FeedbackService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         crate::tailer::follow(self.log.clone(), from_sequence, batch as usize, StreamConsumer { tx });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use watchnext_core::{
+        event::EventKind,
+        ids::{UserId, VideoId},
+        request::Device,
+    };
+
+    use super::*;
+
+    #[test]
+    fn tail_responses_stay_under_the_size_limit_and_keep_the_numbering() {
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event {
+                timestamp_ms: i,
+                request_id: "r".repeat(200),
+                user: UserId::parse("u", "user").unwrap(),
+                video: VideoId::parse("v", &format!("video-{i}")).unwrap(),
+                device: Device::Unknown,
+                kind: EventKind::Click,
+            })
+            .collect();
+        let one = prost::Message::encoded_len(&events[0].to_proto());
+        let max = one * 10 + 100;
+        let out = responses(41, &events, max);
+        assert!(out.len() >= 10, "{} responses", out.len());
+        let mut next = 41;
+        for r in &out {
+            assert_eq!(r.first_sequence, next);
+            assert!(prost::Message::encoded_len(r) <= max, "{} > {max}", prost::Message::encoded_len(r));
+            next += r.events.len() as u64;
+        }
+        assert_eq!(next, 141, "every event once, in order");
+        let back: Vec<Event> = out.iter().flat_map(|r| &r.events).map(|e| Event::from_proto(e, 0).unwrap()).collect();
+        assert_eq!(back, events);
+        // An event larger than the limit travels alone.
+        let alone = responses(1, &events[..3], 1);
+        assert_eq!(alone.iter().map(|r| r.events.len()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(responses(1, &[], max).is_empty());
     }
 }
