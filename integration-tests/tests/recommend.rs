@@ -183,7 +183,9 @@ async fn combiner_weights_changed_at_runtime_reorder_as_the_formula_predicts() {
     };
     server.admin().set_combiner_weights(with_admin_token(set)).await.unwrap();
     let heavy = recommend(&server, request("u7", &video, 30)).await;
-    assert_eq!(order(&heavy), order(&after), "click^100 orders as click^1");
+    let clicks: Vec<f32> = heavy.items.iter().map(|i| i.task_predictions["click"]).collect();
+    assert!(clicks.windows(2).all(|w| w[0] >= w[1]), "click^100 orders by click, not by video id: {clicks:?}");
+    assert!(clicks.first() > clicks.last(), "the predictions differ, so the order is the model's: {clicks:?}");
     let too_heavy = SetCombinerWeightsRequest {
         experiment_arm: String::new(),
         weights: [("click".to_owned(), f32::MAX)].into_iter().collect(),

@@ -79,6 +79,27 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Largest accepted gRPC message, in bytes.
     pub max_message_bytes: usize,
+    /// How long a client may take to send a request's whole body after its
+    /// headers. A call only counts against `max_concurrent_requests` once
+    /// its body is in, so a client that never finishes one holds no slot;
+    /// past this it gets DEADLINE_EXCEEDED.
+    pub request_body_timeout_ms: u64,
+    /// The longest a unary call may run on the server (the client's own
+    /// deadline applies when shorter); past it the call is CANCELLED.
+    pub request_timeout_seconds: u64,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls open at once on one
+    /// connection.
+    pub max_streams_per_connection: u32,
+    /// `Feedback.Tail` streams open at once in this process; more get
+    /// RESOURCE_EXHAUSTED.
+    pub max_tail_streams: usize,
+    /// HTTP/2 keep-alive: a ping every this many seconds on an idle
+    /// connection, which is closed when the ping is not answered within
+    /// `keepalive_timeout_seconds` (0 disables pings).
+    pub keepalive_interval_seconds: u64,
+    pub keepalive_timeout_seconds: u64,
+    /// Largest request header block, in bytes.
+    pub max_header_list_bytes: u32,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +111,13 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             max_concurrent_requests: 1024,
             max_message_bytes: 16 * 1024 * 1024,
+            request_body_timeout_ms: 10_000,
+            request_timeout_seconds: 60,
+            max_streams_per_connection: 256,
+            max_tail_streams: 64,
+            keepalive_interval_seconds: 30,
+            keepalive_timeout_seconds: 10,
+            max_header_list_bytes: 64 * 1024,
         }
     }
 }
@@ -363,6 +391,20 @@ impl Config {
         }
         if self.server.max_concurrent_requests == 0 {
             return Err(invalid("server.max_concurrent_requests", "must be at least 1"));
+        }
+        let sv = &self.server;
+        for (key, value, min, max) in [
+            ("server.request_body_timeout_ms", sv.request_body_timeout_ms, 1, 3_600_000),
+            ("server.request_timeout_seconds", sv.request_timeout_seconds, 1, 86_400),
+            ("server.max_streams_per_connection", u64::from(sv.max_streams_per_connection), 1, 65_536),
+            ("server.max_tail_streams", sv.max_tail_streams as u64, 1, 65_536),
+            ("server.keepalive_interval_seconds", sv.keepalive_interval_seconds, 0, 86_400),
+            ("server.keepalive_timeout_seconds", sv.keepalive_timeout_seconds, 1, 3_600),
+            ("server.max_header_list_bytes", u64::from(sv.max_header_list_bytes), 4_096, 16 << 20),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("is {value}; must be between {min} and {max}")));
+            }
         }
         if self.server.max_message_bytes < 64 * 1024 {
             return Err(invalid("server.max_message_bytes", "must be at least 65536"));

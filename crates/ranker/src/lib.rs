@@ -97,6 +97,42 @@ pub enum RankError {
     NoPrevious,
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("the caller gave up before the change took effect; nothing changed")]
+    Withdrawn,
+}
+
+/// A caller's wish that a model change happen, which it can withdraw (its
+/// client went away or ran out of time). The change takes effect only if it
+/// is still wanted at the moment of the swap, so a call answered as failed
+/// never changes the active model afterwards.
+#[derive(Debug, Clone, Default)]
+pub struct Intent(Arc<std::sync::atomic::AtomicU8>);
+
+const WANTED: u8 = 0;
+const COMMITTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Intent {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Withdraws the wish; false when the change had already taken effect.
+    pub fn withdraw(&self) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.0.compare_exchange(WANTED, WITHDRAWN, AcqRel, std::sync::atomic::Ordering::Acquire).is_ok()
+            || self.0.load(std::sync::atomic::Ordering::Acquire) == WITHDRAWN
+    }
+
+    /// Claims the change for the swap; false when it was withdrawn.
+    fn commit(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.0.compare_exchange(WANTED, COMMITTED, AcqRel, Acquire).is_ok()
+    }
+}
+
+fn commit(intent: Option<&Intent>) -> Result<(), RankError> {
+    if intent.is_none_or(Intent::commit) { Ok(()) } else { Err(RankError::Withdrawn) }
 }
 
 impl From<OnnxError> for RankError {
@@ -413,9 +449,16 @@ impl Ranker {
     /// Loads, checks and warms up the model in `dir`, then makes it the
     /// active one (the previous active model becomes the rollback target).
     pub fn load_dir(&self, dir: &Path) -> Result<LoadReport, RankError> {
+        self.load_dir_for(dir, None)
+    }
+
+    /// [`Ranker::load_dir`] for a caller that may give up: nothing changes
+    /// unless `intent` is still wanted when the model is ready to swap in.
+    pub fn load_dir_for(&self, dir: &Path, intent: Option<&Intent>) -> Result<LoadReport, RankError> {
         let _one = lock(&self.installing);
         let started = Instant::now();
         let model = self.prepare(dir).map_err(|reason| self.reject(dir, reason))?;
+        commit(intent)?;
         let model = Arc::new(model);
         let provider = model.pool.provider().name().to_owned();
         let old = self.active.swap(Some(model.clone()));
@@ -530,17 +573,22 @@ impl Ranker {
     /// (the newest refusal) when every new directory was refused.
     pub fn reload_newest(&self, root: &Path) -> Result<Option<LoadReport>, RankError> {
         let above = lock(&self.high_water).clone();
-        self.newest_valid(root, above)
+        self.newest_valid(root, above, None)
     }
 
     /// Loads the newest valid model under `root` unless it is the active
     /// one (an operator's reload: also after a rollback). Directories
     /// refused before are skipped.
-    pub fn load_newest(&self, root: &Path) -> Result<Option<LoadReport>, RankError> {
-        self.newest_valid(root, None)
+    pub fn load_newest(&self, root: &Path, intent: Option<&Intent>) -> Result<Option<LoadReport>, RankError> {
+        self.newest_valid(root, None, intent)
     }
 
-    fn newest_valid(&self, root: &Path, above: Option<(i64, String)>) -> Result<Option<LoadReport>, RankError> {
+    fn newest_valid(
+        &self,
+        root: &Path,
+        above: Option<(i64, String)>,
+        intent: Option<&Intent>,
+    ) -> Result<Option<LoadReport>, RankError> {
         let mut refused = None;
         for (dir, manifest) in model_dirs(root) {
             if above.as_ref().is_some_and(|a| (manifest.created_ms, &manifest.model_version) <= (a.0, &a.1)) {
@@ -552,8 +600,9 @@ impl Ranker {
             if lock(&self.rejected).contains(&dir) {
                 continue;
             }
-            match self.load_dir(&dir) {
+            match self.load_dir_for(&dir, intent) {
                 Ok(report) => return Ok(Some(report)),
+                Err(RankError::Withdrawn) => return Err(RankError::Withdrawn),
                 Err(err) => {
                     refused.get_or_insert(err);
                 }
@@ -565,8 +614,17 @@ impl Ranker {
     /// Makes the previous model active again (and the active one the
     /// rollback target); returns `(active, previous)` versions.
     pub fn rollback(&self) -> Result<(String, String), RankError> {
+        self.rollback_for(None)
+    }
+
+    /// [`Ranker::rollback`] for a caller that may give up (see [`Intent`]).
+    pub fn rollback_for(&self, intent: Option<&Intent>) -> Result<(String, String), RankError> {
         let _one = lock(&self.installing);
         let mut previous = lock(&self.previous);
+        if previous.is_none() {
+            return Err(RankError::NoPrevious);
+        }
+        commit(intent)?;
         let back = previous.take().ok_or(RankError::NoPrevious)?;
         let current = self.active.swap(Some(back.clone()));
         *previous = current;

@@ -226,7 +226,19 @@ fn a_refused_newest_model_hides_no_valid_one_and_a_rollback_survives_the_watcher
     copy_as(&f.models.join("m1"), &f.models.join("m3"), "m3", m2_created + 60_000);
     assert_eq!(r.reload_newest(&f.models).expect("poll").expect("m3").version, "m3");
     r.load_dir(&f.models.join("m1")).expect("m1");
-    assert_eq!(r.load_newest(&f.models).expect("reload").expect("newest").version, "m3");
+    assert_eq!(r.load_newest(&f.models, None).expect("reload").expect("newest").version, "m3");
+
+    // A caller that gave up before the swap changes nothing; one whose change
+    // took effect can no longer withdraw it.
+    let gone = watchnext_ranker::Intent::new();
+    assert!(gone.withdraw());
+    let err = r.load_dir_for(&f.models.join("m2"), Some(&gone)).expect_err("withdrawn");
+    assert!(matches!(err, RankError::Withdrawn), "{err}");
+    assert!(matches!(r.rollback_for(Some(&gone)), Err(RankError::Withdrawn)));
+    assert_eq!(r.active().expect("active").version, "m3", "nothing changed");
+    let wanted = watchnext_ranker::Intent::new();
+    assert_eq!(r.rollback_for(Some(&wanted)).expect("rollback").0, "m1");
+    assert!(!wanted.withdraw(), "already took effect");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

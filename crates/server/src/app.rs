@@ -596,7 +596,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(log) = log {
         follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
         routes.add_service(
-            FeedbackServer::new(FeedbackService::new(log, config.feedback.clone()))
+            FeedbackServer::new(FeedbackService::new(log, config.feedback.clone(), config.server.max_tail_streams))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
@@ -643,8 +643,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     telemetry::prometheus();
 
     let (tx, rx) = oneshot::channel::<()>();
+    let sv = &config.server;
+    let keepalive = (sv.keepalive_interval_seconds > 0).then(|| Duration::from_secs(sv.keepalive_interval_seconds));
     let server = Server::builder()
-        .layer(RpcLayer::new(config.server.max_concurrent_requests))
+        .timeout(Duration::from_secs(sv.request_timeout_seconds))
+        .max_concurrent_streams(sv.max_streams_per_connection)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(Duration::from_secs(sv.keepalive_timeout_seconds)))
+        .http2_max_header_list_size(sv.max_header_list_bytes)
+        .layer(RpcLayer::new(sv.max_concurrent_requests, Duration::from_millis(sv.request_body_timeout_ms)))
         .add_routes(routes.routes())
         // TCP_NODELAY on every accepted connection: with Nagle's algorithm a
         // response written as several small frames (headers, data,

@@ -1,5 +1,12 @@
 //! The tower layer every gRPC call passes through.
 //!
+//! - **Whole bodies first.** Every watchnext RPC takes one request message,
+//!   so the layer receives a call's whole body before the call runs or
+//!   counts against any limit, within `server.request_body_timeout_ms`
+//!   (DEADLINE_EXCEEDED past it). A client that sends headers and never
+//!   finishes its body holds a stream on its own connection (at most
+//!   `server.max_streams_per_connection`), never a slot other clients need.
+//!   Reflection (a bidirectional stream) passes through untouched.
 //! - **Load shedding.** At most `server.max_concurrent_requests` calls run at
 //!   once; one more is answered `RESOURCE_EXHAUSTED` at once instead of
 //!   queueing (a queue only turns overload into timeouts for everyone).
@@ -14,7 +21,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Semaphore;
@@ -24,15 +31,16 @@ use tower::{Layer, Service};
 pub const REQUESTS_TOTAL: &str = "watchnext_grpc_requests_total";
 pub const REQUEST_DURATION: &str = "watchnext_grpc_request_duration_seconds";
 
-/// Adds load shedding and per-RPC metrics.
+/// Adds body buffering, load shedding and per-RPC metrics.
 #[derive(Debug, Clone)]
 pub struct RpcLayer {
     permits: Arc<Semaphore>,
+    body_timeout: Duration,
 }
 
 impl RpcLayer {
-    pub fn new(max_concurrent: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent)) }
+    pub fn new(max_concurrent: usize, body_timeout: Duration) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max_concurrent)), body_timeout }
     }
 }
 
@@ -40,7 +48,7 @@ impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, permits: self.permits.clone() }
+        RpcService { inner, permits: self.permits.clone(), body_timeout: self.body_timeout }
     }
 }
 
@@ -49,10 +57,16 @@ impl<S> Layer<S> for RpcLayer {
 pub struct RpcService<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    body_timeout: Duration,
 }
 
 fn exempt(path: &str) -> bool {
-    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.") || streaming_request(path)
+}
+
+/// RPCs whose request is a stream (its body ends when the client is done).
+fn streaming_request(path: &str) -> bool {
+    path.starts_with("/grpc.reflection.")
 }
 
 fn record(path: &str, code: tonic::Code, started: Instant) {
@@ -65,11 +79,10 @@ fn record(path: &str, code: tonic::Code, started: Instant) {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcService<S>
+impl<S, ResBody> Service<http::Request<tonic::body::Body>> for RpcService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {
     type Response = http::Response<ResBody>;
@@ -80,14 +93,39 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
-        let permit = if exempt(&path) { None } else { Some(self.permits.clone().try_acquire_owned()) };
+        let (permits, body_timeout) = (self.permits.clone(), self.body_timeout);
         // The ready service is the one polled; keep a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let request = if streaming_request(&path) {
+                request
+            } else {
+                let (parts, body) = request.into_parts();
+                let received = tokio::time::timeout(body_timeout, http_body_util::BodyExt::collect(body)).await;
+                let bytes = match received {
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                    Ok(Err(err)) => {
+                        record(&path, tonic::Code::Cancelled, started);
+                        let status = tonic::Status::cancelled(format!("the request body could not be read: {err}"));
+                        return Ok(status.into_http());
+                    }
+                    Err(_) => {
+                        record(&path, tonic::Code::DeadlineExceeded, started);
+                        let status = tonic::Status::deadline_exceeded(format!(
+                            "the request body did not arrive within {} ms of its headers \
+                             (server.request_body_timeout_ms)",
+                            body_timeout.as_millis()
+                        ));
+                        return Ok(status.into_http());
+                    }
+                };
+                http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(bytes)))
+            };
+            let permit = if exempt(&path) { None } else { Some(permits.try_acquire_owned()) };
             let _permit = match permit {
                 Some(Err(_)) => {
                     record(&path, tonic::Code::ResourceExhausted, started);
@@ -121,8 +159,34 @@ mod tests {
 
     use super::*;
 
-    fn req(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).expect("request")
+    fn req(path: &str) -> http::Request<tonic::body::Body> {
+        http::Request::builder().uri(path).body(tonic::body::Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_holds_no_slot_and_times_out() {
+        let inner = tower::service_fn(|_r: http::Request<tonic::body::Body>| async {
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        });
+        let mut svc = RpcLayer::new(1, Duration::from_millis(200)).layer(inner);
+        let stalled = || {
+            let never = tokio_stream::pending::<Result<http_body::Frame<bytes::Bytes>, Infallible>>();
+            let body = tonic::body::Body::new(http_body_util::StreamBody::new(never));
+            http::Request::builder().uri("/watchnext.v1.Feedback/Record").body(body).expect("request")
+        };
+        let waiting: Vec<_> = (0..3).map(|_| tokio::spawn(svc.clone().call(stalled()))).collect::<Vec<_>>();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Three bodies are still on their way: the only slot is free for a whole call.
+        let ok = svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")).await.expect("response");
+        assert!(ok.headers().get("grpc-status").is_none(), "served while others stall: {:?}", ok.headers());
+        for call in waiting {
+            let response = call.await.expect("join").expect("response");
+            assert_eq!(
+                response.headers().get("grpc-status").map(|v| v.to_str().ok()),
+                Some(Some("4")),
+                "DEADLINE_EXCEEDED"
+            );
+        }
     }
 
     #[tokio::test]
@@ -130,7 +194,7 @@ mod tests {
         // Non-health calls wait at this gate until the test opens it.
         let gate = Arc::new(Semaphore::new(0));
         let inner_gate = gate.clone();
-        let inner = tower::service_fn(move |r: http::Request<()>| {
+        let inner = tower::service_fn(move |r: http::Request<tonic::body::Body>| {
             let gate = inner_gate.clone();
             async move {
                 if !r.uri().path().starts_with("/grpc.health.") {
@@ -139,9 +203,13 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(String::new()))
             }
         });
-        let mut svc = RpcLayer::new(1).layer(inner);
+        let mut svc = RpcLayer::new(1, Duration::from_secs(5)).layer(inner);
 
         let first = tokio::spawn(svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")));
+        // The slot is taken once the first call's (empty) body is in.
+        while svc.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
         let shed = svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")).await.expect("response");
         assert_eq!(shed.headers().get("grpc-status").map(|v| v.to_str().ok()), Some(Some("8")), "RESOURCE_EXHAUSTED");
 

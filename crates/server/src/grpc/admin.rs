@@ -142,14 +142,25 @@ impl Admin for AdminService {
             return Err(super::missing("this process does not host the ranker role: send ReloadModel to the ranker"));
         };
         let (rollback, dir, models) = (req.rollback, req.model_dir.clone(), self.models.clone());
+        // If this call is dropped (its deadline passed, the client left)
+        // before the swap, the swap does not happen: a call answered as
+        // failed never changes the active model afterwards.
+        struct WithdrawOnDrop(watchnext_ranker::Intent);
+        impl Drop for WithdrawOnDrop {
+            fn drop(&mut self) {
+                self.0.withdraw();
+            }
+        }
+        let intent = watchnext_ranker::Intent::new();
+        let _withdraw = WithdrawOnDrop(intent.clone());
         let outcome = tokio::task::spawn_blocking(move || {
             if rollback {
-                return ranker.rollback();
+                return ranker.rollback_for(Some(&intent));
             }
             let report = if dir.is_empty() {
-                ranker.load_newest(&models)?
+                ranker.load_newest(&models, Some(&intent))?
             } else {
-                Some(ranker.load_dir(std::path::Path::new(&dir))?)
+                Some(ranker.load_dir_for(std::path::Path::new(&dir), Some(&intent))?)
             };
             let active = ranker.active().map(|m| m.version.clone()).ok_or(watchnext_ranker::RankError::NoModel)?;
             let previous = report.and_then(|r| r.previous).unwrap_or_default();

@@ -3,6 +3,13 @@
 //! A batch is validated whole (core's event rules), appended to the feedback
 //! log and acknowledged only after the log's group commit has fsynced it.
 //! Failures map to statuses that tell the client whether to retry.
+//!
+//! `Tail` streams the log from a sequence number, then follows new commits.
+//! Each stream reads on the blocking pool only while it reads the disk and
+//! sends from an async task, so a client that reads nothing parks no thread:
+//! its stream waits on the bounded channel (back-pressure) and costs a task.
+//! At most `server.max_tail_streams` run at once (RESOURCE_EXHAUSTED beyond),
+//! and a stream ends as soon as its client goes away.
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -16,11 +23,6 @@ use watchnext_proto::v1::{RecordRequest, RecordResponse, TailRequest, TailRespon
 /// Default and largest events per `Tail` response.
 const TAIL_BATCH: u32 = 4_096;
 const TAIL_BATCH_MAX: u32 = 65_536;
-
-/// Sends tailed chunks to one `Tail` stream; stops when the client is gone.
-struct StreamConsumer {
-    tx: tokio::sync::mpsc::Sender<Result<TailResponse, Status>>,
-}
 
 /// Largest `TailResponse` sent, in encoded bytes: half of tonic's default
 /// decoding limit (4 MiB), so a follower with default settings can read
@@ -52,11 +54,72 @@ fn responses(first_seq: u64, events: &[Event], max_bytes: usize) -> Vec<TailResp
     out
 }
 
-impl crate::tailer::Consumer for StreamConsumer {
-    fn consume(&mut self, first_seq: u64, events: Vec<Event>, _caught_up: bool) -> bool {
-        // Runs on a blocking thread: waiting for a slow client is fine here,
-        // and the bounded channel is the stream's back-pressure.
-        responses(first_seq, &events, TAIL_MESSAGE_BYTES).into_iter().all(|r| self.tx.blocking_send(Ok(r)).is_ok())
+/// Reads at most `max` events from `reader`: `(first sequence number,
+/// events, caught up)`; caught up when the reader reached the durable end.
+fn read_chunk(reader: &mut watchnext_feedback::LogReader, max: usize) -> Result<(u64, Vec<Event>, bool), LogError> {
+    let mut events = Vec::new();
+    let mut first = reader.next_seq();
+    while events.len() < max {
+        match reader.next().transpose()? {
+            Some((seq, event)) => {
+                if events.is_empty() {
+                    first = seq;
+                }
+                events.push(event);
+            }
+            None => return Ok((first, events, true)),
+        }
+    }
+    Ok((first, events, false))
+}
+
+/// Feeds one `Tail` stream until its client goes away or the log closes.
+async fn stream_log(
+    log: FeedbackLog,
+    from_seq: u64,
+    batch: usize,
+    tx: tokio::sync::mpsc::Sender<Result<TailResponse, Status>>,
+) {
+    let mut durable = log.subscribe();
+    let mut reader = match log.reader(from_seq.max(1)) {
+        Ok(r) => r,
+        Err(err) => {
+            let _ = tx.send(Err(status_of(err))).await;
+            return;
+        }
+    };
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let chunk = read_chunk(&mut reader, batch);
+            (reader, chunk)
+        })
+        .await;
+        let Ok((back, chunk)) = read else { return };
+        reader = back;
+        let (first, events, caught_up) = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                tracing::error!(%err, "Feedback.Tail: reading the log failed; the stream ends");
+                let _ = tx.send(Err(status_of(err))).await;
+                return;
+            }
+        };
+        for response in responses(first, &events, TAIL_MESSAGE_BYTES) {
+            if tx.send(Ok(response)).await.is_err() {
+                return; // the client is gone
+            }
+        }
+        if !caught_up {
+            continue;
+        }
+        // Wait for the writer's next commit, or for the client to leave.
+        if *durable.borrow_and_update() >= reader.next_seq() {
+            continue;
+        }
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return },
+            () = tx.closed() => return,
+        }
     }
 }
 
@@ -65,11 +128,12 @@ impl crate::tailer::Consumer for StreamConsumer {
 pub struct FeedbackService {
     log: FeedbackLog,
     limits: FeedbackConfig,
+    tail_streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl FeedbackService {
-    pub fn new(log: FeedbackLog, limits: FeedbackConfig) -> Self {
-        Self { log, limits }
+    pub fn new(log: FeedbackLog, limits: FeedbackConfig, max_tail_streams: usize) -> Self {
+        Self { log, limits, tail_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(max_tail_streams)) }
     }
 }
 
@@ -106,8 +170,17 @@ impl Feedback for FeedbackService {
     async fn tail(&self, request: Request<TailRequest>) -> Result<Response<Self::TailStream>, Status> {
         let TailRequest { from_sequence, max_batch } = *request.get_ref();
         let batch = if max_batch == 0 { TAIL_BATCH } else { max_batch.min(TAIL_BATCH_MAX) };
+        let permit = self.tail_streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "too many Feedback.Tail streams are open (server.max_tail_streams); retry with backoff",
+            )
+        })?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        crate::tailer::follow(self.log.clone(), from_sequence, batch as usize, StreamConsumer { tx });
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            stream_log(log, from_sequence, batch as usize, tx).await;
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -30,6 +30,7 @@ pub fn status_of(err: RankError) -> Status {
         RankError::UnknownVersion(..) => Status::not_found(err.to_string()),
         RankError::Model { .. } => Status::failed_precondition(err.to_string()),
         RankError::Config { .. } | RankError::Run(_) => Status::internal(err.to_string()),
+        RankError::Withdrawn => Status::cancelled(err.to_string()),
     }
 }
 
