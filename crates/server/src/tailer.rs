@@ -88,30 +88,40 @@ pub fn follow(log: FeedbackLog, from_seq: u64, chunk: usize, consumer: impl Cons
     })
 }
 
+/// Reads at most `max` events from `reader`: `(first sequence number,
+/// events, caught up)`; caught up when the reader reached the durable end.
+pub(crate) fn read_chunk(
+    reader: &mut watchnext_feedback::LogReader,
+    max: usize,
+) -> Result<(u64, Vec<Event>, bool), watchnext_feedback::LogError> {
+    let mut events = Vec::new();
+    let mut first = reader.next_seq();
+    while events.len() < max {
+        match reader.next().transpose()? {
+            Some((seq, event)) => {
+                if events.is_empty() {
+                    first = seq;
+                }
+                events.push(event);
+            }
+            None => return Ok((first, events, true)),
+        }
+    }
+    Ok((first, events, false))
+}
+
 /// Reads everything durable in chunks; false when the consumer stopped.
 fn deliver(
     reader: &mut watchnext_feedback::LogReader,
     chunk: usize,
     consumer: &mut impl Consumer,
 ) -> Result<bool, watchnext_feedback::LogError> {
-    let mut events = Vec::with_capacity(chunk);
-    let mut first = reader.next_seq();
     loop {
-        let item = reader.next().transpose()?;
-        let done = item.is_none();
-        if let Some((seq, event)) = item {
-            if events.is_empty() {
-                first = seq;
-            }
-            events.push(event);
+        let (first, events, caught_up) = read_chunk(reader, chunk)?;
+        if !events.is_empty() && !consumer.consume(first, events, caught_up) {
+            return Ok(false);
         }
-        if (events.len() >= chunk || done) && !events.is_empty() {
-            let batch = std::mem::replace(&mut events, Vec::with_capacity(chunk));
-            if !consumer.consume(first, batch, done) {
-                return Ok(false);
-            }
-        }
-        if done {
+        if caught_up {
             return Ok(true);
         }
     }

@@ -54,25 +54,6 @@ fn responses(first_seq: u64, events: &[Event], max_bytes: usize) -> Vec<TailResp
     out
 }
 
-/// Reads at most `max` events from `reader`: `(first sequence number,
-/// events, caught up)`; caught up when the reader reached the durable end.
-fn read_chunk(reader: &mut watchnext_feedback::LogReader, max: usize) -> Result<(u64, Vec<Event>, bool), LogError> {
-    let mut events = Vec::new();
-    let mut first = reader.next_seq();
-    while events.len() < max {
-        match reader.next().transpose()? {
-            Some((seq, event)) => {
-                if events.is_empty() {
-                    first = seq;
-                }
-                events.push(event);
-            }
-            None => return Ok((first, events, true)),
-        }
-    }
-    Ok((first, events, false))
-}
-
 /// Feeds one `Tail` stream until its client goes away or the log closes.
 async fn stream_log(
     log: FeedbackLog,
@@ -90,7 +71,7 @@ async fn stream_log(
     };
     loop {
         let read = tokio::task::spawn_blocking(move || {
-            let chunk = read_chunk(&mut reader, batch);
+            let chunk = crate::tailer::read_chunk(&mut reader, batch);
             (reader, chunk)
         })
         .await;
