@@ -138,4 +138,39 @@ mod tests {
         assert_eq!(at(99), ["b", "a", "c"], "c is not in the catalogue, a has no upload time");
         assert_eq!(at(100), ["b", "a", "c", "d"]);
     }
+
+    proptest::proptest! {
+        /// Any lists: one candidate per video, none excluded, best fused
+        /// first, at most `max`, and every vote carries that generator's
+        /// first place for the video.
+        #[test]
+        fn merge_keeps_its_promises(
+            lists in proptest::collection::vec(proptest::collection::vec((0u8..40, -5.0f32..5.0), 0..30), 1..5),
+            excluded_ids in proptest::collection::vec(0u8..40, 0..5),
+            max in 1usize..50,
+        ) {
+            let sources = [Source::Topic, Source::Cowatch, Source::Sequence, Source::Context];
+            let lists: Vec<SourceList> = lists
+                .iter()
+                .zip(sources)
+                .map(|(l, s)| (s, l.iter().map(|(id, score)| (v(&format!("v{id}")), *score)).collect()))
+                .collect();
+            let excluded_videos: Vec<VideoId> = excluded_ids.iter().map(|id| v(&format!("v{id}"))).collect();
+            let excluded: HashSet<&VideoId> = excluded_videos.iter().collect();
+            let merged = merge(&lists, &excluded, None, 0, max);
+            proptest::prop_assert!(merged.len() <= max);
+            let unique: HashSet<&VideoId> = merged.iter().map(|m| &m.video).collect();
+            proptest::prop_assert_eq!(unique.len(), merged.len());
+            proptest::prop_assert!(merged.iter().all(|m| !excluded.contains(&m.video)));
+            proptest::prop_assert!(merged.windows(2).all(|w| w[0].fused >= w[1].fused));
+            for m in &merged {
+                for vote in &m.sources {
+                    let (_, list) = lists.iter().find(|(s, _)| *s == vote.source).unwrap();
+                    let first = list.iter().position(|(video, _)| video == &m.video).unwrap();
+                    proptest::prop_assert_eq!(vote.rank as usize, first + 1);
+                    proptest::prop_assert_eq!(vote.score, list[first].1);
+                }
+            }
+        }
+    }
 }

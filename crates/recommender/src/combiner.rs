@@ -163,4 +163,27 @@ mod tests {
         worse[2] = 0.9;
         assert!(score(&t, &worse) < score(&t, &a));
     }
+
+    proptest::proptest! {
+        /// For every weight the API accepts, the log orders candidates as
+        /// the product does wherever the product is a normal number, and is
+        /// always a number itself.
+        #[test]
+        fn the_log_orders_as_the_product_and_stays_finite(
+            weights in proptest::collection::vec(0.0f32..=MAX_WEIGHT, 4),
+            a in (0.0f32..=1.0, 0.0f32..12.0, 0.0f32..=1.0, 0.0f32..6.0),
+            b in (0.0f32..=1.0, 0.0f32..12.0, 0.0f32..=1.0, 0.0f32..6.0),
+        ) {
+            let names = ["click", "watch", "dismiss", "rating"];
+            let w: BTreeMap<String, f32> = names.iter().zip(&weights).map(|(n, w)| ((*n).to_owned(), *w)).collect();
+            let t = terms(&tasks(), &w, &["dismiss".into()]);
+            let (a, b) = ([a.0, a.1, a.2, a.3], [b.0, b.1, b.2, b.3]);
+            let (la, lb) = (log_score(&t, &a), log_score(&t, &b));
+            proptest::prop_assert!(la.is_finite() && lb.is_finite(), "{la} {lb}");
+            let (pa, pb) = (score(&t, &a), score(&t, &b));
+            if pa.is_normal() && pb.is_normal() && (pa - pb).abs() > 1e-3 * pa.max(pb) {
+                proptest::prop_assert_eq!(pa > pb, la > lb, "{} vs {}, logs {} vs {}", pa, pb, la, lb);
+            }
+        }
+    }
 }

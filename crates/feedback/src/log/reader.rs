@@ -305,6 +305,10 @@ impl LogReader {
                 let end = std::fs::metadata(&path).map_or(start, |m| m.len());
                 self.quarantine(&path, start, end);
                 self.report(&path, start, rest, lost);
+                if let Some(next) = next_first {
+                    // Counted here, not again as missing when the next segment opens.
+                    self.expected = next;
+                }
             }
             self.current = None;
         }
