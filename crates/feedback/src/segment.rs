@@ -322,6 +322,25 @@ pub(crate) fn resync(path: &Path, from: u64, seqs: std::ops::Range<u64>) -> io::
     Ok(None)
 }
 
+/// Copies `len` bytes of `file` from `start` into a new file `to` (written
+/// under a temporary name, fsynced, then renamed): how damaged bytes that
+/// recovery cuts or a reader skips are kept for inspection.
+pub(crate) fn keep_aside(file: &mut File, start: u64, len: u64, to: &Path) -> io::Result<()> {
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.tmp"));
+    let result = (|| {
+        file.seek(SeekFrom::Start(start))?;
+        let mut out = File::create(&tmp)?;
+        io::copy(&mut Read::by_ref(file).take(len), &mut out)?;
+        out.sync_all()?;
+        fs::rename(&tmp, to)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;

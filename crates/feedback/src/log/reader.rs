@@ -33,7 +33,10 @@ use watchnext_core::event::Event;
 use super::writer::Shared;
 use crate::{
     error::LogError,
-    segment::{HEADER_LEN, Next, RecordProblem, RecordReader, SegmentFile, decode_event, list_segments, read_header},
+    segment::{
+        HEADER_LEN, Next, RecordProblem, RecordReader, SegmentFile, decode_event, keep_aside, list_segments,
+        read_header,
+    },
 };
 
 /// Something a reader skipped.
@@ -143,17 +146,8 @@ impl LogReader {
         if kept.exists() {
             return;
         }
-        let copy = || -> std::io::Result<()> {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut file = File::open(segment)?;
-            file.seek(SeekFrom::Start(start))?;
-            let tmp = segment.with_file_name(format!(".{name}.damaged-{start}.tmp"));
-            let mut out = File::create(&tmp)?;
-            std::io::copy(&mut file.take(end - start), &mut out)?;
-            out.sync_all()?;
-            std::fs::rename(&tmp, &kept)
-        };
-        match copy() {
+        let copy = File::open(segment).and_then(|mut file| keep_aside(&mut file, start, end - start, &kept));
+        match copy {
             Ok(()) => {
                 tracing::warn!(kept = %kept.display(), bytes = end - start, "feedback log: damaged bytes kept aside")
             }

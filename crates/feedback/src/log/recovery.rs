@@ -28,7 +28,7 @@ use crate::{
     error::LogError,
     segment::{
         FRAME_LEN, HEADER_LEN, MAX_RECORD_BYTES, Next, READ_BUFFER_BYTES, RecordProblem, RecordReader, SegmentFile,
-        decode_event, encode_header, list_segments, read_full, read_header, segment_file_name,
+        decode_event, encode_header, keep_aside, list_segments, read_full, read_header, segment_file_name,
     },
 };
 
@@ -217,10 +217,7 @@ fn drop_tail(
 
     let name = segment.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let kept_at = dir.join(format!("{name}.dropped-{good_end}"));
-    let mut kept = File::create(&kept_at)?;
-    file.seek(SeekFrom::Start(good_end))?;
-    io::copy(file, &mut kept)?;
-    kept.sync_all()?;
+    keep_aside(file, good_end, file_len - good_end, &kept_at)?;
 
     file.set_len(good_end)?;
     file.sync_all()?;
