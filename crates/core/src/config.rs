@@ -47,6 +47,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
     pub onnx: OnnxConfig,
     pub recommender: RecommenderConfig,
     pub generators: GeneratorsConfig,
@@ -147,12 +148,83 @@ pub enum LogFormat {
 }
 
 /// The operator API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer token every Admin call must present. Empty disables the Admin
     /// service: every call is then refused as UNAUTHENTICATED.
     pub token: String,
+}
+
+/// Secrets are never printed, only whether they are set.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() { "<unset>" } else { "<redacted>" }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig").field("token", &redacted(&self.token)).finish()
+    }
+}
+
+/// Who may call what, and how fast a client may write events
+/// (see `crates/server/src/auth.rs`). Every caller presents its credential
+/// as `authorization: Bearer <token>`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The roles' shared credential. When set, the role-to-role RPCs
+    /// (`Feedback.Tail`, `CandidateGenerator.Generate`, `Ranker.Rank`)
+    /// refuse any caller without it, and every watchnext client of another
+    /// role (the recommender, log followers) presents it. Empty: those RPCs
+    /// are open, as in the single-process default.
+    pub role_token: String,
+    /// A file whose first line is the role token (overrides `role_token`);
+    /// re-read when it changes.
+    pub role_token_file: String,
+    /// A file of the clients allowed to call `Feedback.Record`, one
+    /// `<name> <token>` per line (`#` starts a comment); re-read when it
+    /// changes. Empty: any client may record (rate-limited by address).
+    pub record_tokens_file: String,
+    /// Sustained events per second one client may record (by token name, or
+    /// by IP address without tokens); 0 = no limit. The role is not limited.
+    pub record_events_per_second: u32,
+    /// Events one client may record at once above the sustained rate.
+    pub record_burst_events: u32,
+    /// Sustained request bytes per second one client may send to
+    /// `Feedback.Record`; 0 = no limit. Checked before a body is read, so a
+    /// flood costs the server almost nothing once its allowance is spent.
+    pub record_bytes_per_second: u64,
+    /// Bytes one client may send at once above the sustained rate.
+    pub record_burst_bytes: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            role_token: String::new(),
+            role_token_file: String::new(),
+            record_tokens_file: String::new(),
+            record_events_per_second: 50_000,
+            record_burst_events: 500_000,
+            record_bytes_per_second: 32 << 20,
+            record_burst_bytes: 128 << 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("role_token", &redacted(&self.role_token))
+            .field("role_token_file", &self.role_token_file)
+            .field("record_tokens_file", &self.record_tokens_file)
+            .field("record_events_per_second", &self.record_events_per_second)
+            .field("record_burst_events", &self.record_burst_events)
+            .field("record_bytes_per_second", &self.record_bytes_per_second)
+            .field("record_burst_bytes", &self.record_burst_bytes)
+            .finish()
+    }
 }
 
 /// ONNX Runtime.
@@ -453,6 +525,22 @@ impl Config {
         }
         if !(f.max_watch_multiple.is_finite() && f.max_watch_multiple >= 1.0) {
             return Err(invalid("feedback.max_watch_multiple", "must be a finite number >= 1"));
+        }
+        let a = &self.auth;
+        if a.record_events_per_second > 0 && a.record_burst_events < a.record_events_per_second {
+            return Err(invalid("auth.record_burst_events", "must be at least auth.record_events_per_second"));
+        }
+        if a.record_bytes_per_second > 0 && a.record_burst_bytes < self.server.max_message_bytes as u64 {
+            return Err(invalid(
+                "auth.record_burst_bytes",
+                format!(
+                    "must be at least server.max_message_bytes ({}), or the largest allowed message could never pass",
+                    self.server.max_message_bytes
+                ),
+            ));
+        }
+        if !a.role_token.is_empty() && !a.role_token_file.is_empty() {
+            return Err(invalid("auth.role_token", "set auth.role_token or auth.role_token_file, not both"));
         }
         if !(1..=64).contains(&self.onnx.intra_op_threads) {
             return Err(invalid("onnx.intra_op_threads", "must be between 1 and 64"));

@@ -5,11 +5,16 @@
 //! In-process generators answer in microseconds (their contract) and are
 //! called inline; the in-process ranker takes milliseconds of CPU and runs
 //! on tokio's blocking pool (`spawn_blocking`), never on an async worker.
-//! gRPC calls carry the deadline as `grpc-timeout`.
+//! gRPC calls carry the deadline as `grpc-timeout`, and the role
+//! credential ([`RoleCredential`]) when the deployment sets one.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use tonic::transport::Channel;
+use arc_swap::ArcSwapOption;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+};
 use watchnext_core::{
     event::{Event, FeatureVector, Source, Vote},
     generator::{Candidate, Generated, Generator},
@@ -19,6 +24,56 @@ use watchnext_core::{
 };
 use watchnext_proto::v1 as pb;
 use watchnext_ranker::Ranker;
+
+/// The `authorization: Bearer <role token>` header every call to another
+/// role carries (none while no role token is configured). Shared with the
+/// server's credentials, so a re-read token file reaches the clients too.
+#[derive(Clone, Default)]
+pub struct RoleCredential(Arc<ArcSwapOption<MetadataValue<Ascii>>>);
+
+impl RoleCredential {
+    /// A credential presenting `token` (none for an empty one).
+    pub fn new(token: &str) -> Result<Self, String> {
+        let me = Self::default();
+        me.set(token)?;
+        Ok(me)
+    }
+
+    /// Presents `token` from now on (none for an empty one).
+    pub fn set(&self, token: &str) -> Result<(), String> {
+        if token.is_empty() {
+            self.0.store(None);
+            return Ok(());
+        }
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the role token must be printable ASCII without spaces".to_owned())?;
+        self.0.store(Some(Arc::new(value)));
+        Ok(())
+    }
+
+    /// Whether a token is presented.
+    pub fn is_set(&self) -> bool {
+        self.0.load().is_some()
+    }
+}
+
+impl std::fmt::Debug for RoleCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RoleCredential").field(&if self.is_set() { "<redacted>" } else { "<unset>" }).finish()
+    }
+}
+
+impl tonic::service::Interceptor for RoleCredential {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = self.0.load_full() {
+            request.metadata_mut().insert("authorization", (*value).clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to another role that presents the role credential.
+pub type RoleChannel = InterceptedService<tonic::transport::Channel, RoleCredential>;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -217,7 +272,7 @@ fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 #[derive(Debug, Clone)]
 pub struct RemoteGenerator {
     pub source: Source,
-    pub client: pb::candidate_generator_client::CandidateGeneratorClient<Channel>,
+    pub client: pb::candidate_generator_client::CandidateGeneratorClient<RoleChannel>,
 }
 
 impl GeneratorClient for RemoteGenerator {
@@ -271,7 +326,7 @@ impl GeneratorClient for RemoteGenerator {
 
 /// The ranker role reached over gRPC.
 #[derive(Debug, Clone)]
-pub struct RemoteRanker(pub pb::ranker_client::RankerClient<Channel>);
+pub struct RemoteRanker(pub pb::ranker_client::RankerClient<RoleChannel>);
 
 impl RankerClient for RemoteRanker {
     fn rank(
@@ -351,7 +406,7 @@ impl RankerClient for RemoteRanker {
 
 /// The feedback role reached over gRPC.
 #[derive(Debug, Clone)]
-pub struct RemoteFeedback(pub pb::feedback_client::FeedbackClient<Channel>);
+pub struct RemoteFeedback(pub pb::feedback_client::FeedbackClient<RoleChannel>);
 
 impl ImpressionSink for RemoteFeedback {
     fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>> {

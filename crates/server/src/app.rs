@@ -18,7 +18,10 @@ use tokio::{
     sync::{RwLock, oneshot},
     task::JoinHandle,
 };
-use tonic::{service::RoutesBuilder, transport::Server};
+use tonic::{
+    service::{RoutesBuilder, interceptor::InterceptedService},
+    transport::Server,
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use watchnext_core::{Config, Role};
 use watchnext_onnx::OnnxRuntime;
@@ -29,6 +32,7 @@ use watchnext_proto::{
         feedback_server::FeedbackServer, ranker_server::RankerServer, recommender_server::RecommenderServer,
     },
 };
+use watchnext_recommender::clients::{RoleChannel, RoleCredential};
 
 use crate::{
     generators::{self, Hosted},
@@ -356,8 +360,14 @@ fn watch_readiness(
 /// The split-deployment twin of [`follow_log`]: generators in a process
 /// without the log follow the feedback role's `Tail` stream at `endpoint`,
 /// reconnecting (from the next sequence number) after any failure.
-fn follow_remote(endpoint: &str, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) -> anyhow::Result<()> {
-    let channel = feedback_channel(endpoint)?;
+fn follow_remote(
+    endpoint: &str,
+    credential: &RoleCredential,
+    hosted: &Hosted,
+    interval_s: u64,
+    info: &Arc<ProcessInfo>,
+) -> anyhow::Result<()> {
+    let channel = feedback_channel(endpoint, credential)?;
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
@@ -377,11 +387,12 @@ fn follow_remote(endpoint: &str, hosted: &Hosted, interval_s: u64, info: &Arc<Pr
     Ok(())
 }
 
-/// A lazily connected channel to the feedback role.
-pub(crate) fn feedback_channel(endpoint: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+/// A lazily connected channel to the feedback role, presenting `credential`.
+pub(crate) fn feedback_channel(endpoint: &str, credential: &RoleCredential) -> anyhow::Result<RoleChannel> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .with_context(|| format!("configuration key `endpoints.feedback`: `{endpoint}` is not a URL"))?
-        .connect_lazy())
+        .connect_lazy();
+    Ok(InterceptedService::new(channel, credential.clone()))
 }
 
 /// Hands a chunk of remote events and the last sequence number it covers
@@ -391,7 +402,7 @@ pub(crate) type RemoteDelivery = Arc<dyn Fn(Vec<watchnext_core::event::Event>, u
 /// Follows the feedback role's `Tail` stream from `from`, delivering each
 /// chunk; reconnects from the next sequence number after any failure.
 pub(crate) fn tail_remote(
-    channel: tonic::transport::Channel,
+    channel: RoleChannel,
     label: String,
     from: u64,
     deliver: RemoteDelivery,
@@ -474,6 +485,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         health,
     });
 
+    let auth = crate::auth::Auth::from_config(&config.auth)?;
+    auth.watch_files(Duration::from_secs(5));
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
@@ -534,7 +547,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
     let recommender = if role.includes(Role::Recommender) {
-        let rec = crate::serving::build_recommender(&config, &hosted, ranker.clone(), log.as_ref(), catalog.as_ref())?;
+        let rec = crate::serving::build_recommender(
+            &config,
+            auth.outgoing(),
+            &hosted,
+            ranker.clone(),
+            log.as_ref(),
+            catalog.as_ref(),
+        )?;
         routes.add_service(
             RecommenderServer::new(RecommenderService::new(rec.clone(), config.recommender.max_results))
                 .max_decoding_message_size(max_msg)
@@ -590,15 +610,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 "generators in this process learn nothing online: set endpoints.feedback to the feedback role's URL"
             );
         } else {
-            follow_remote(&config.endpoints.feedback, &hosted, config.generators.snapshot_interval_seconds, &info)?;
+            follow_remote(
+                &config.endpoints.feedback,
+                auth.outgoing(),
+                &hosted,
+                config.generators.snapshot_interval_seconds,
+                &info,
+            )?;
         }
     }
     if let Some(log) = log {
         follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
         routes.add_service(
-            FeedbackServer::new(FeedbackService::new(log, config.feedback.clone(), config.server.max_tail_streams))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(max_msg),
+            FeedbackServer::new(FeedbackService::new(
+                log,
+                config.feedback.clone(),
+                config.server.max_tail_streams,
+                auth.clone(),
+            ))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(max_msg),
         );
         info.set_service(service_names::FEEDBACK, true, "").await;
     }
@@ -651,7 +682,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(Duration::from_secs(sv.keepalive_timeout_seconds)))
         .http2_max_header_list_size(sv.max_header_list_bytes)
-        .layer(RpcLayer::new(sv.max_concurrent_requests, Duration::from_millis(sv.request_body_timeout_ms)))
+        .layer(RpcLayer::new(sv.max_concurrent_requests, Duration::from_millis(sv.request_body_timeout_ms), auth))
         .add_routes(routes.routes())
         // TCP_NODELAY on every accepted connection: with Nagle's algorithm a
         // response written as several small frames (headers, data,

@@ -20,6 +20,7 @@
 //! and the recommender never import each other.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod data;
 pub mod demo;

@@ -7,6 +7,11 @@
 //!   finishes its body holds a stream on its own connection (at most
 //!   `server.max_streams_per_connection`), never a slot other clients need.
 //!   Reflection (a bidirectional stream) passes through untouched.
+//! - **Access** ([`crate::auth`]): the caller's credential is checked
+//!   against the RPC's policy from the headers, before the body is read;
+//!   a `Feedback.Record` caller over its byte allowance is refused before
+//!   its body is read too, and charged for the body it sends. The caller
+//!   travels to the service as a request extension ([`crate::auth::Caller`]).
 //! - **Load shedding.** At most `server.max_concurrent_requests` calls run at
 //!   once; one more is answered `RESOURCE_EXHAUSTED` at once instead of
 //!   queueing (a queue only turns overload into timeouts for everyone).
@@ -27,6 +32,8 @@ use std::{
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
+use crate::auth::{Auth, Policy};
+
 /// Metric names, shared with the tests and dashboards.
 pub const REQUESTS_TOTAL: &str = "watchnext_grpc_requests_total";
 pub const REQUEST_DURATION: &str = "watchnext_grpc_request_duration_seconds";
@@ -36,11 +43,12 @@ pub const REQUEST_DURATION: &str = "watchnext_grpc_request_duration_seconds";
 pub struct RpcLayer {
     permits: Arc<Semaphore>,
     body_timeout: Duration,
+    auth: Arc<Auth>,
 }
 
 impl RpcLayer {
-    pub fn new(max_concurrent: usize, body_timeout: Duration) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent)), body_timeout }
+    pub fn new(max_concurrent: usize, body_timeout: Duration, auth: Arc<Auth>) -> Self {
+        Self { permits: Arc::new(Semaphore::new(max_concurrent)), body_timeout, auth }
     }
 }
 
@@ -48,7 +56,7 @@ impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, permits: self.permits.clone(), body_timeout: self.body_timeout }
+        RpcService { inner, permits: self.permits.clone(), body_timeout: self.body_timeout, auth: self.auth.clone() }
     }
 }
 
@@ -58,6 +66,7 @@ pub struct RpcService<S> {
     inner: S,
     permits: Arc<Semaphore>,
     body_timeout: Duration,
+    auth: Arc<Auth>,
 }
 
 fn exempt(path: &str) -> bool {
@@ -96,12 +105,29 @@ where
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
-        let (permits, body_timeout) = (self.permits.clone(), self.body_timeout);
+        let (permits, body_timeout, auth) = (self.permits.clone(), self.body_timeout, self.auth.clone());
         // The ready service is the one polled; keep a fresh clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let request = if streaming_request(&path) {
+            let peer = request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|i| i.remote_addr())
+                .map(|a| a.ip());
+            let caller = match auth.admit(&path, request.headers(), peer) {
+                Ok(caller) => caller,
+                Err(status) => {
+                    record(&path, status.code(), started);
+                    return Ok(status.into_http());
+                }
+            };
+            let limited = crate::auth::policy(&path) == Policy::Record;
+            if limited && let Err(status) = auth.check_bytes(&caller) {
+                record(&path, status.code(), started);
+                return Ok(status.into_http());
+            }
+            let mut request = if streaming_request(&path) {
                 request
             } else {
                 let (parts, body) = request.into_parts();
@@ -123,8 +149,13 @@ where
                         return Ok(status.into_http());
                     }
                 };
+                if limited && let Err(status) = auth.charge_bytes(&caller, bytes.len()) {
+                    record(&path, status.code(), started);
+                    return Ok(status.into_http());
+                }
                 http::Request::from_parts(parts, tonic::body::Body::new(http_body_util::Full::new(bytes)))
             };
+            request.extensions_mut().insert(caller);
             let permit = if exempt(&path) { None } else { Some(permits.try_acquire_owned()) };
             let _permit = match permit {
                 Some(Err(_)) => {
@@ -168,7 +199,7 @@ mod tests {
         let inner = tower::service_fn(|_r: http::Request<tonic::body::Body>| async {
             Ok::<_, Infallible>(http::Response::new(String::new()))
         });
-        let mut svc = RpcLayer::new(1, Duration::from_millis(200)).layer(inner);
+        let mut svc = RpcLayer::new(1, Duration::from_millis(200), Auth::open()).layer(inner);
         let stalled = || {
             let never = tokio_stream::pending::<Result<http_body::Frame<bytes::Bytes>, Infallible>>();
             let body = tonic::body::Body::new(http_body_util::StreamBody::new(never));
@@ -203,7 +234,7 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(String::new()))
             }
         });
-        let mut svc = RpcLayer::new(1, Duration::from_secs(5)).layer(inner);
+        let mut svc = RpcLayer::new(1, Duration::from_secs(5), Auth::open()).layer(inner);
 
         let first = tokio::spawn(svc.ready().await.expect("ready").call(req("/watchnext.v1.Ranker/Rank")));
         // The slot is taken once the first call's (empty) body is in.

@@ -19,7 +19,7 @@ use watchnext_recommender::{
     Recommender,
     clients::{
         GeneratorClient, ImpressionSink, LocalGenerator, LocalLog, LocalRanker, RankerClient, RemoteFeedback,
-        RemoteGenerator, RemoteRanker,
+        RemoteGenerator, RemoteRanker, RoleChannel, RoleCredential,
     },
     config::Settings,
 };
@@ -84,17 +84,20 @@ pub fn watch_models(ranker: Arc<Ranker>, root: std::path::PathBuf, interval_s: u
     });
 }
 
-fn channel(key: &str, url: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+fn channel(key: &str, url: &str, credential: &RoleCredential) -> anyhow::Result<RoleChannel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("configuration key `endpoints.{key}`: `{url}` is not a URL"))?
-        .connect_lazy())
+        .connect_lazy();
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, credential.clone()))
 }
 
 /// The recommender of this process: each generator in-process when hosted
 /// here, else at its `endpoints.*` URL (skipped when empty); the ranker
 /// likewise; impressions into this process's log or the feedback role's.
+/// Calls to other roles present `credential`.
 pub fn build_recommender(
     config: &Config,
+    credential: &RoleCredential,
     hosted: &Hosted,
     ranker: Option<Arc<Ranker>>,
     log: Option<&watchnext_feedback::FeedbackLog>,
@@ -113,8 +116,9 @@ pub fn build_recommender(
         if let Some(g) = hosted.get(role) {
             generators.push(Arc::new(LocalGenerator(g.clone())));
         } else if !url.is_empty() {
-            let client = pb::candidate_generator_client::CandidateGeneratorClient::new(channel(role.name(), url)?)
-                .max_decoding_message_size(config.server.max_message_bytes);
+            let client =
+                pb::candidate_generator_client::CandidateGeneratorClient::new(channel(role.name(), url, credential)?)
+                    .max_decoding_message_size(config.server.max_message_bytes);
             let source = crate::grpc::generator::source_of(role);
             generators.push(Arc::new(RemoteGenerator { source, client }));
         }
@@ -122,16 +126,18 @@ pub fn build_recommender(
     let ranker: Option<Arc<dyn RankerClient>> = match (ranker, e.ranker.is_empty()) {
         (Some(local), _) => Some(Arc::new(LocalRanker(local))),
         (None, false) => Some(Arc::new(RemoteRanker(
-            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker)?)
+            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, credential)?)
                 .max_decoding_message_size(config.server.max_message_bytes),
         ))),
         (None, true) => None,
     };
     let impressions: Option<Arc<dyn ImpressionSink>> = match (log, e.feedback.is_empty()) {
         (Some(log), _) => Some(Arc::new(LocalLog(log.clone()))),
-        (None, false) => {
-            Some(Arc::new(RemoteFeedback(pb::feedback_client::FeedbackClient::new(channel("feedback", &e.feedback)?))))
-        }
+        (None, false) => Some(Arc::new(RemoteFeedback(pb::feedback_client::FeedbackClient::new(channel(
+            "feedback",
+            &e.feedback,
+            credential,
+        )?)))),
         (None, true) => {
             tracing::warn!(
                 "recommender: no feedback log in this process and no endpoints.feedback: impressions are not logged"
@@ -156,7 +162,7 @@ pub fn build_recommender(
         (None, false) => {
             let deliver: crate::app::RemoteDelivery = Arc::new(move |events: Vec<Event>, _| history.observe(&events));
             crate::app::tail_remote(
-                crate::app::feedback_channel(&e.feedback)?,
+                crate::app::feedback_channel(&e.feedback, credential)?,
                 "recommender history".into(),
                 1,
                 deliver,

@@ -46,7 +46,7 @@ impl AdminAuth {
             .ok_or_else(|| {
                 Status::unauthenticated("Admin calls need the header `authorization: Bearer <admin token>`")
             })?;
-        if constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
+        if crate::auth::constant_time_eq(presented.as_bytes(), self.token.as_bytes()) {
             Ok(())
         } else {
             Err(Status::unauthenticated("the admin token presented is not the configured one"))
@@ -59,15 +59,6 @@ impl tonic::service::Interceptor for AdminAuth {
         self.check(request.metadata())?;
         Ok(request)
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves the Admin RPCs.

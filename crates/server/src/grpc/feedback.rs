@@ -110,11 +110,19 @@ pub struct FeedbackService {
     log: FeedbackLog,
     limits: FeedbackConfig,
     tail_streams: std::sync::Arc<tokio::sync::Semaphore>,
+    auth: std::sync::Arc<crate::auth::Auth>,
 }
 
 impl FeedbackService {
-    pub fn new(log: FeedbackLog, limits: FeedbackConfig, max_tail_streams: usize) -> Self {
-        Self { log, limits, tail_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(max_tail_streams)) }
+    /// `auth` charges each Record caller (identified by the RPC layer) for
+    /// the events it writes.
+    pub fn new(
+        log: FeedbackLog,
+        limits: FeedbackConfig,
+        max_tail_streams: usize,
+        auth: std::sync::Arc<crate::auth::Auth>,
+    ) -> Self {
+        Self { log, limits, tail_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(max_tail_streams)), auth }
     }
 }
 
@@ -141,6 +149,9 @@ pub fn status_of(err: LogError) -> Status {
 impl Feedback for FeedbackService {
     async fn record(&self, request: Request<RecordRequest>) -> Result<Response<RecordResponse>, Status> {
         let events = parse_batch(&request.get_ref().events, &self.limits, super::now_ms())?;
+        if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
+            self.auth.charge_events(caller, events.len())?;
+        }
         let accepted = u32::try_from(events.len()).unwrap_or(u32::MAX);
         let ack = self.log.append(events).await.map_err(status_of)?;
         Ok(Response::new(RecordResponse { accepted, last_sequence: ack.last_seq }))
