@@ -6,7 +6,8 @@
 //!   each call is opened again when the server answers it;
 //! - **unread tails**: `Feedback.Tail` streams from the start of the log,
 //!   opened until the server refuses more, never read;
-//! - **oversized events**: 4 MB impressions sent to `Record` in a loop.
+//! - **oversized events**: 4 MB impressions sent to `Record` in a loop,
+//!   ignoring the server's RESOURCE_EXHAUSTED "retry in" hints.
 //!
 //! ```sh
 //! cargo run --release -p watchnext-integration-tests --example hostile -- 127.0.0.1:50051 60 [slow,tails,oversized]
@@ -45,7 +46,9 @@ async fn slow_bodies(addr: String, answered: Arc<AtomicU64>) -> anyhow::Result<(
                 .body(())?;
             let mut ready = h2.clone().ready().await?;
             let (response, mut body) = ready.send_request(request, false)?;
-            body.send_data(Bytes::from_static(&[0, 0, 0, 0, 100]), false)?;
+            // The server may already have answered (a rate-limited client is
+            // refused before its body is read) and closed the stream.
+            let _ = body.send_data(Bytes::from_static(&[0, 0, 0, 0, 100]), false);
             calls.spawn(async move {
                 let _keep_open = body;
                 let _ = response.await;
@@ -71,8 +74,10 @@ async fn unread_tails(addr: &str) -> anyhow::Result<Vec<tonic::Streaming<pb::Tai
     Ok(open)
 }
 
-/// 4 MB impressions in a loop; returns how many were refused.
-async fn oversized(addr: String, refused: Arc<AtomicU64>) -> anyhow::Result<()> {
+/// 4 MB impressions in a loop, counting those refused after being read
+/// (INVALID_ARGUMENT) and those refused by the client's rate limit
+/// (RESOURCE_EXHAUSTED).
+async fn oversized(addr: String, refused: Arc<AtomicU64>, limited: Arc<AtomicU64>) -> anyhow::Result<()> {
     let mut client = FeedbackClient::new(channel(&addr).await?)
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20);
@@ -91,6 +96,9 @@ async fn oversized(addr: String, refused: Arc<AtomicU64>) -> anyhow::Result<()> 
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 refused.fetch_add(1, Ordering::Relaxed);
             }
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                limited.fetch_add(1, Ordering::Relaxed);
+            }
             Err(status) => anyhow::bail!("unexpected answer to an oversized event: {status}"),
             Ok(_) => anyhow::bail!("the server accepted a 4 MB event"),
         }
@@ -104,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.next().map_or(Ok(60), |s| s.parse())?;
     let which = args.next().unwrap_or_else(|| "slow,tails,oversized".into());
     let on = |name: &str| which.split(',').any(|w| w == name);
-    let (answered, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (answered, refused, limited) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let tails = if on("tails") { unread_tails(&addr).await? } else { Vec::new() };
     println!("hostile: {} unread Tail streams open", tails.len());
     let mut attacks = tokio::task::JoinSet::new();
@@ -118,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if on("oversized") {
-        attacks.spawn(oversized(addr.clone(), refused.clone()));
+        attacks.spawn(oversized(addr.clone(), refused.clone(), limited.clone()));
         println!("hostile: 4 MB events in a loop");
     }
     println!("hostile: for {seconds} s");
@@ -130,10 +139,12 @@ async fn main() -> anyhow::Result<()> {
         () = std::future::pending::<()>(), if attacks.is_empty() => {}
     }
     println!(
-        "hostile: {:.0} s; stalled calls timed out by the server: {}; oversized events refused: {}",
+        "hostile: {:.0} s; stalled calls timed out by the server: {}; oversized events refused after reading: \
+         {}, refused unread by the rate limit: {}",
         started.elapsed().as_secs_f64(),
         answered.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed)
+        refused.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed)
     );
     drop(tails);
     Ok(())
