@@ -48,6 +48,7 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub onnx: OnnxConfig,
     pub recommender: RecommenderConfig,
     pub generators: GeneratorsConfig,
@@ -164,6 +165,51 @@ fn redacted(secret: &str) -> &'static str {
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig").field("token", &redacted(&self.token)).finish()
+    }
+}
+
+/// TLS on the gRPC listener and on this process's clients of other roles
+/// (see `crates/server/src/tls.rs`). Files are PEM; every one is re-read
+/// when it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Certificate chain of this server. With `key_file`, the gRPC listener
+    /// speaks TLS only. Empty: plaintext.
+    pub cert_file: String,
+    /// The certificate's private key.
+    pub key_file: String,
+    /// CA certificates whose client certificates identify a **role**
+    /// (mutual TLS): such a caller passes the role-to-role policy like the
+    /// role token. Empty: no client certificates are asked for.
+    pub client_ca_file: String,
+    /// Refuse connections that present no client certificate signed by
+    /// `client_ca_file` (every caller must then be a role).
+    pub require_client_cert: bool,
+    /// CA certificates this process trusts when it calls other roles at
+    /// `https://` endpoints (needed for any `https://` endpoint: there is
+    /// no built-in trust store).
+    pub ca_file: String,
+    /// The certificate and key this process presents to other roles
+    /// (mutual TLS); empty: none.
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    /// How often the files are checked for changes.
+    pub reload_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            require_client_cert: false,
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            reload_seconds: 5,
+        }
     }
 }
 
@@ -541,6 +587,25 @@ impl Config {
         }
         if !a.role_token.is_empty() && !a.role_token_file.is_empty() {
             return Err(invalid("auth.role_token", "set auth.role_token or auth.role_token_file, not both"));
+        }
+        let t = &self.tls;
+        if t.cert_file.is_empty() != t.key_file.is_empty() {
+            return Err(invalid("tls.cert_file", "set tls.cert_file and tls.key_file together"));
+        }
+        if t.client_cert_file.is_empty() != t.client_key_file.is_empty() {
+            return Err(invalid("tls.client_cert_file", "set tls.client_cert_file and tls.client_key_file together"));
+        }
+        if !t.client_ca_file.is_empty() && t.cert_file.is_empty() {
+            return Err(invalid(
+                "tls.client_ca_file",
+                "mutual TLS needs the server's own tls.cert_file and tls.key_file",
+            ));
+        }
+        if t.require_client_cert && t.client_ca_file.is_empty() {
+            return Err(invalid("tls.require_client_cert", "needs tls.client_ca_file"));
+        }
+        if !(1..=3_600).contains(&t.reload_seconds) {
+            return Err(invalid("tls.reload_seconds", "must be between 1 and 3600"));
         }
         if !(1..=64).contains(&self.onnx.intra_op_threads) {
             return Err(invalid("onnx.intra_op_threads", "must be between 1 and 64"));

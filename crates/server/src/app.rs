@@ -362,12 +362,13 @@ fn watch_readiness(
 /// reconnecting (from the next sequence number) after any failure.
 fn follow_remote(
     endpoint: &str,
+    tls: &watchnext_core::config::TlsConfig,
     credential: &RoleCredential,
     hosted: &Hosted,
     interval_s: u64,
     info: &Arc<ProcessInfo>,
 ) -> anyhow::Result<()> {
-    let channel = feedback_channel(endpoint, credential)?;
+    let channel = feedback_channel(endpoint, tls, credential)?;
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
@@ -387,11 +388,14 @@ fn follow_remote(
     Ok(())
 }
 
-/// A lazily connected channel to the feedback role, presenting `credential`.
-pub(crate) fn feedback_channel(endpoint: &str, credential: &RoleCredential) -> anyhow::Result<RoleChannel> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .with_context(|| format!("configuration key `endpoints.feedback`: `{endpoint}` is not a URL"))?
-        .connect_lazy();
+/// A lazily connected channel to the feedback role, presenting `credential`
+/// (and TLS for an `https://` endpoint).
+pub(crate) fn feedback_channel(
+    endpoint: &str,
+    tls: &watchnext_core::config::TlsConfig,
+    credential: &RoleCredential,
+) -> anyhow::Result<RoleChannel> {
+    let channel = crate::tls::endpoint("endpoints.feedback", endpoint, tls)?.connect_lazy();
     Ok(InterceptedService::new(channel, credential.clone()))
 }
 
@@ -487,6 +491,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let auth = crate::auth::Auth::from_config(&config.auth)?;
     auth.watch_files(Duration::from_secs(5));
+    let tls = crate::tls::ServerTls::from_config(&config.tls)?;
+    if let Some(tls) = &tls {
+        tls.watch();
+    }
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
@@ -612,6 +620,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         } else {
             follow_remote(
                 &config.endpoints.feedback,
+                &config.tls,
                 auth.outgoing(),
                 &hosted,
                 config.generators.snapshot_interval_seconds,
@@ -683,18 +692,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .http2_keepalive_timeout(Some(Duration::from_secs(sv.keepalive_timeout_seconds)))
         .http2_max_header_list_size(sv.max_header_list_bytes)
         .layer(RpcLayer::new(sv.max_concurrent_requests, Duration::from_millis(sv.request_body_timeout_ms), auth))
-        .add_routes(routes.routes())
-        // TCP_NODELAY on every accepted connection: with Nagle's algorithm a
-        // response written as several small frames (headers, data,
-        // trailers) waits for the client's delayed ACK, ~40 ms per call.
-        .serve_with_incoming_shutdown(
+        .add_routes(routes.routes());
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    // TCP_NODELAY on every accepted connection: with Nagle's algorithm a
+    // response written as several small frames (headers, data, trailers)
+    // waits for the client's delayed ACK, ~40 ms per call.
+    let server = match &tls {
+        Some(tls) => tokio::spawn(server.serve_with_incoming_shutdown(tls.incoming(listener), shutdown)),
+        None => tokio::spawn(server.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = rx.await;
-            },
-        );
-    let server = tokio::spawn(server);
-    tracing::info!(%addr, metrics = ?metrics_addr, role = role.name(), "watchnext serving");
+            shutdown,
+        )),
+    };
+    tracing::info!(%addr, metrics = ?metrics_addr, role = role.name(), tls = tls.is_some(), "watchnext serving");
     Ok(Running {
         addr,
         metrics_addr,

@@ -7,7 +7,9 @@
 //!   and the log followers present it to the other roles
 //!   ([`watchnext_recommender::clients::RoleCredential`]);
 //! - **client tokens** (`auth.record_tokens_file`, one `<name> <token>` per
-//!   line) let named clients write events.
+//!   line) let named clients write events;
+//! - a **client certificate** verified against `tls.client_ca_file` (mutual
+//!   TLS, `crate::tls`) makes its connection a role, like the role token.
 //!
 //! Token files are re-read when they change ([`Auth::watch_files`]); a file
 //! that cannot be read or parsed keeps the credentials in force and is
@@ -298,7 +300,9 @@ impl Auth {
         !self.credentials.load().role.is_empty()
     }
 
-    /// Who presents `headers` from `peer`.
+    /// Who presents `headers` from `peer`. A connection whose client
+    /// certificate was verified against `tls.client_ca_file` is a role
+    /// ([`Auth::identify_tls`]).
     pub fn identify(&self, headers: &http::HeaderMap, peer: Option<IpAddr>) -> Caller {
         let presented = headers
             .get(http::header::AUTHORIZATION)
@@ -320,9 +324,21 @@ impl Auth {
         found.map_or(Caller::Anonymous(peer), Caller::Client)
     }
 
+    /// Like [`Auth::identify`], for a connection that presented a verified
+    /// client certificate (`tls_role`): a role whatever its headers say.
+    pub fn identify_tls(&self, headers: &http::HeaderMap, peer: Option<IpAddr>, tls_role: bool) -> Caller {
+        if tls_role { Caller::Role } else { self.identify(headers, peer) }
+    }
+
     /// The caller of the RPC at `path`, or why it may not call it.
-    pub fn admit(&self, path: &str, headers: &http::HeaderMap, peer: Option<IpAddr>) -> Result<Caller, Status> {
-        let caller = self.identify(headers, peer);
+    pub fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<IpAddr>,
+        tls_role: bool,
+    ) -> Result<Caller, Status> {
+        let caller = self.identify_tls(headers, peer, tls_role);
         match policy(path) {
             Policy::Open => Ok(caller),
             Policy::Role => {
@@ -331,7 +347,8 @@ impl Auth {
                 } else {
                     Err(Status::unauthenticated(format!(
                         "{path} is a role-to-role call: send `authorization: Bearer <role token>` \
-                         (auth.role_token of the deployment)"
+                         (auth.role_token of the deployment) or connect with a client certificate signed by the \
+                         server's tls.client_ca_file"
                     )))
                 }
             }
@@ -481,23 +498,25 @@ mod tests {
         assert_eq!(auth.identify(&http::HeaderMap::new(), ip), Caller::Anonymous(ip));
 
         let tail = "/watchnext.v1.Feedback/Tail";
-        assert_eq!(auth.admit(tail, &bearer(ROLE), ip).unwrap(), Caller::Role);
-        let refused = auth.admit(tail, &bearer(ALICE), ip).unwrap_err();
+        assert_eq!(auth.admit(tail, &bearer(ROLE), ip, false).unwrap(), Caller::Role);
+        let refused = auth.admit(tail, &bearer(ALICE), ip, false).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
         assert!(refused.message().contains("role token"), "{}", refused.message());
-        assert_eq!(auth.admit(RECORD_PATH, &bearer(ALICE), ip).unwrap(), Caller::Client("alice".into()));
-        assert_eq!(auth.admit(RECORD_PATH, &bearer(ROLE), ip).unwrap(), Caller::Role);
-        let refused = auth.admit(RECORD_PATH, &http::HeaderMap::new(), ip).unwrap_err();
+        assert_eq!(auth.admit(RECORD_PATH, &bearer(ALICE), ip, false).unwrap(), Caller::Client("alice".into()));
+        assert_eq!(auth.admit(RECORD_PATH, &bearer(ROLE), ip, false).unwrap(), Caller::Role);
+        let refused = auth.admit(RECORD_PATH, &http::HeaderMap::new(), ip, false).unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-        assert!(auth.admit("/watchnext.v1.Recommender/Recommend", &http::HeaderMap::new(), ip).is_ok());
+        assert!(auth.admit("/watchnext.v1.Recommender/Recommend", &http::HeaderMap::new(), ip, false).is_ok());
+        // A verified client certificate is a role, whatever the headers say.
+        assert_eq!(auth.admit(tail, &http::HeaderMap::new(), ip, true).unwrap(), Caller::Role);
         // Secrets never reach Debug output.
         let shown = format!("{auth:?} {:?}", auth.outgoing());
         assert!(!shown.contains(ROLE) && !shown.contains(ALICE), "{shown}");
 
         // Without any configuration everything is open.
         let open = Auth::open();
-        assert!(open.admit(tail, &http::HeaderMap::new(), ip).is_ok());
-        assert!(open.admit(RECORD_PATH, &http::HeaderMap::new(), ip).is_ok());
+        assert!(open.admit(tail, &http::HeaderMap::new(), ip, false).is_ok());
+        assert!(open.admit(RECORD_PATH, &http::HeaderMap::new(), ip, false).is_ok());
         assert!(!open.outgoing().is_set());
     }
 

@@ -240,7 +240,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let url = format!("http://{}", running.addr);
                 crate::demo::show_candidates(&url, &config.data.dir).await?;
                 crate::demo::closed_loop(&config, &url, args.requests, args.epochs).await?;
-                let report = health::check(&url).await?;
+                let report = health::check(&url, &config.tls).await?;
                 println!("{report}");
                 if args.serve {
                     // Registered only now: until here Ctrl-C ends the demo at once.
@@ -302,7 +302,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 })
             }
             Command::Health { addr } => {
-                let report = health::check(&addr).await?;
+                let config = cli.global.load(&[])?;
+                let report = health::check(&addr, &config.tls).await?;
                 println!("{report}");
                 if report.process_serving { Ok(()) } else { anyhow::bail!("{addr} is not serving") }
             }

@@ -51,10 +51,11 @@ pub async fn list_services(channel: tonic::transport::Channel) -> anyhow::Result
     Ok(names)
 }
 
-/// Connects to `addr` and builds the report.
-pub async fn check(addr: &str) -> anyhow::Result<HealthReport> {
-    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
-        .with_context(|| format!("`{addr}` is not a valid URL (e.g. http://127.0.0.1:50051)"))?
+/// Connects to `addr` (an `https://` one with `tls`'s CA and client
+/// certificate) and builds the report.
+pub async fn check(addr: &str, tls: &watchnext_core::config::TlsConfig) -> anyhow::Result<HealthReport> {
+    let channel = crate::tls::endpoint("--addr", addr, tls)
+        .with_context(|| format!("`{addr}` cannot be reached as given (e.g. http://127.0.0.1:50051)"))?
         .connect()
         .await
         .with_context(|| format!("connecting to {addr}"))?;

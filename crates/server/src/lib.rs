@@ -34,4 +34,5 @@ pub mod middleware;
 pub mod serving;
 pub mod tailer;
 pub mod telemetry;
+pub mod tls;
 pub mod training;

@@ -110,12 +110,15 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<tonic::transport::server::TcpConnectInfo>()
-                .and_then(|i| i.remote_addr())
-                .map(|a| a.ip());
-            let caller = match auth.admit(&path, request.headers(), peer) {
+            let ext = request.extensions();
+            let (peer, tls_role) = match ext.get::<crate::tls::TlsPeer>() {
+                Some(tls) => (Some(tls.remote_addr.ip()), tls.verified_client),
+                None => (
+                    ext.get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr()).map(|a| a.ip()),
+                    false,
+                ),
+            };
+            let caller = match auth.admit(&path, request.headers(), peer, tls_role) {
                 Ok(caller) => caller,
                 Err(status) => {
                     record(&path, status.code(), started);

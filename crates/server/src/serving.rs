@@ -84,10 +84,13 @@ pub fn watch_models(ranker: Arc<Ranker>, root: std::path::PathBuf, interval_s: u
     });
 }
 
-fn channel(key: &str, url: &str, credential: &RoleCredential) -> anyhow::Result<RoleChannel> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("configuration key `endpoints.{key}`: `{url}` is not a URL"))?
-        .connect_lazy();
+fn channel(
+    key: &str,
+    url: &str,
+    tls: &watchnext_core::config::TlsConfig,
+    credential: &RoleCredential,
+) -> anyhow::Result<RoleChannel> {
+    let channel = crate::tls::endpoint(&format!("endpoints.{key}"), url, tls)?.connect_lazy();
     Ok(tonic::service::interceptor::InterceptedService::new(channel, credential.clone()))
 }
 
@@ -116,9 +119,13 @@ pub fn build_recommender(
         if let Some(g) = hosted.get(role) {
             generators.push(Arc::new(LocalGenerator(g.clone())));
         } else if !url.is_empty() {
-            let client =
-                pb::candidate_generator_client::CandidateGeneratorClient::new(channel(role.name(), url, credential)?)
-                    .max_decoding_message_size(config.server.max_message_bytes);
+            let client = pb::candidate_generator_client::CandidateGeneratorClient::new(channel(
+                role.name(),
+                url,
+                &config.tls,
+                credential,
+            )?)
+            .max_decoding_message_size(config.server.max_message_bytes);
             let source = crate::grpc::generator::source_of(role);
             generators.push(Arc::new(RemoteGenerator { source, client }));
         }
@@ -126,7 +133,7 @@ pub fn build_recommender(
     let ranker: Option<Arc<dyn RankerClient>> = match (ranker, e.ranker.is_empty()) {
         (Some(local), _) => Some(Arc::new(LocalRanker(local))),
         (None, false) => Some(Arc::new(RemoteRanker(
-            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, credential)?)
+            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, &config.tls, credential)?)
                 .max_decoding_message_size(config.server.max_message_bytes),
         ))),
         (None, true) => None,
@@ -136,6 +143,7 @@ pub fn build_recommender(
         (None, false) => Some(Arc::new(RemoteFeedback(pb::feedback_client::FeedbackClient::new(channel(
             "feedback",
             &e.feedback,
+            &config.tls,
             credential,
         )?)))),
         (None, true) => {
@@ -162,7 +170,7 @@ pub fn build_recommender(
         (None, false) => {
             let deliver: crate::app::RemoteDelivery = Arc::new(move |events: Vec<Event>, _| history.observe(&events));
             crate::app::tail_remote(
-                crate::app::feedback_channel(&e.feedback, credential)?,
+                crate::app::feedback_channel(&e.feedback, &config.tls, credential)?,
                 "recommender history".into(),
                 1,
                 deliver,

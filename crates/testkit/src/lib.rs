@@ -113,6 +113,19 @@ impl TestServer {
         Ok(Self { running, channel, _data: data })
     }
 
+    /// Like [`TestServer::start`] for a server whose listener speaks TLS
+    /// (`config.tls`): [`TestServer::channel`] is then a plaintext channel
+    /// that is never connected; tests make their own TLS channels.
+    pub async fn start_tls(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut config = test_config(data.path());
+        adjust(&mut config);
+        watchnext_server::telemetry::init_logging(&config.log);
+        let running = app::start(config).await?;
+        let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect_lazy();
+        Ok(Self { running, channel, _data: data })
+    }
+
     /// The all-in-one embedded default.
     pub async fn all_in_one() -> anyhow::Result<Self> {
         Self::start(|_| {}).await
