@@ -207,8 +207,11 @@ fn bench(c: &mut Criterion) {
             g.observe(chunk);
         }
     }
-    let clients: Vec<Arc<dyn GeneratorClient>> =
-        generators.iter().map(|g| Arc::new(LocalGenerator(g.clone())) as Arc<dyn GeneratorClient>).collect();
+    let pools = watchnext_recommender::cpu::CpuPools::new(0, 1_024);
+    let clients: Vec<Arc<dyn GeneratorClient>> = generators
+        .iter()
+        .map(|g| Arc::new(LocalGenerator(g.clone(), pools.generators.clone())) as Arc<dyn GeneratorClient>)
+        .collect();
     let settings = Settings {
         fanout: FanoutConfig {
             per_generator: 400,
@@ -222,7 +225,7 @@ fn bench(c: &mut Criterion) {
         settings,
         500,
         clients,
-        Some(Arc::new(LocalRanker(ranker.clone()))),
+        Some(Arc::new(LocalRanker(ranker.clone(), pools.ranker))),
         None,
         Arc::new(RecentWatches::new(50)),
     )

@@ -2,9 +2,9 @@
 //! with an in-process implementation (the all-in-one process) and a gRPC one
 //! (split deployments), so both topologies run the same pipeline.
 //!
-//! In-process generators answer in microseconds (their contract) and are
-//! called inline; the in-process ranker takes milliseconds of CPU and runs
-//! on tokio's blocking pool (`spawn_blocking`), never on an async worker.
+//! In-process generators and the in-process ranker run on the process's
+//! bounded CPU pool ([`crate::cpu`]), never on an async worker, so each
+//! call's deadline can fire while it works.
 //! gRPC calls carry the deadline as `grpc-timeout`, and the role
 //! credential ([`RoleCredential`]) when the deployment sets one.
 
@@ -24,6 +24,8 @@ use watchnext_core::{
 };
 use watchnext_proto::v1 as pb;
 use watchnext_ranker::Ranker;
+
+use crate::cpu::CpuPool;
 
 /// The `authorization: Bearer <role token>` header every call to another
 /// role carries (none while no role token is configured). Shared with the
@@ -91,11 +93,6 @@ pub enum GenerateFailure {
 /// A candidate generator, local or remote.
 pub trait GeneratorClient: Send + Sync + std::fmt::Debug {
     fn source(&self) -> Source;
-    /// Whether the call runs in this process and returns in microseconds
-    /// (the recommender then calls it inline instead of spawning a task).
-    fn is_local(&self) -> bool {
-        false
-    }
     /// At most `max` candidates, or why there are none.
     fn generate(
         &self,
@@ -165,22 +162,18 @@ pub trait ImpressionSink: Send + Sync + std::fmt::Debug {
     fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>>;
 }
 
-/// A generator in this process.
+/// A generator in this process, run on the process's CPU pool.
 #[derive(Debug, Clone)]
-pub struct LocalGenerator(pub Arc<dyn Generator>);
+pub struct LocalGenerator(pub Arc<dyn Generator>, pub Arc<CpuPool>);
 
 impl GeneratorClient for LocalGenerator {
     fn source(&self) -> Source {
         self.0.source()
     }
 
-    fn is_local(&self) -> bool {
-        true
-    }
-
-    /// Runs `generate` when polled, on the caller's thread: the generator
-    /// contract is an answer in microseconds from an atomically swapped
-    /// index, which costs less than handing it to another thread.
+    /// Runs `generate` on the CPU pool, so that the caller's deadline can
+    /// fire while it works (the sequence generator encodes the history and
+    /// searches its index: milliseconds, not the microseconds of a lookup).
     fn generate(
         &self,
         query: Arc<Query>,
@@ -188,16 +181,17 @@ impl GeneratorClient for LocalGenerator {
         _timeout: Duration,
     ) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let g = self.0.clone();
-        Box::pin(async move {
-            g.precondition().map_err(GenerateFailure::NotReady)?;
-            Ok(g.generate(&query, max))
-        })
+        if let Err(why) = g.precondition() {
+            return Box::pin(async move { Err(GenerateFailure::NotReady(why)) });
+        }
+        let job = self.1.run(move || g.generate(&query, max));
+        Box::pin(async move { job.await.map_err(|e| GenerateFailure::Failed(e.to_string())) })
     }
 }
 
-/// The ranker in this process.
+/// The ranker in this process, run on the process's CPU pool.
 #[derive(Debug, Clone)]
-pub struct LocalRanker(pub Arc<Ranker>);
+pub struct LocalRanker(pub Arc<Ranker>, pub Arc<CpuPool>);
 
 impl RankerClient for LocalRanker {
     fn rank(
@@ -223,17 +217,11 @@ impl RankerClient for LocalRanker {
                 },
             })
         };
-        Box::pin(async move {
-            // Milliseconds of CPU: never on an async worker as such. On the
-            // multi-threaded runtime this worker becomes a blocking thread for
-            // the call (its other tasks move to a fresh worker), which saves
-            // the hand-off to another thread and its cold caches; elsewhere
-            // (a single-threaded runtime) the blocking pool runs it.
-            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-                _ => tokio::task::spawn_blocking(work).await.map_err(|e| format!("the ranker panicked: {e}"))?,
-            }
-        })
+        // Milliseconds of CPU: on the bounded CPU pool, never on an async
+        // worker; a full pool refuses at once (the list falls back to the
+        // fused order, flagged degraded).
+        let job = self.1.run(work);
+        Box::pin(async move { job.await.map_err(|e| format!("ranker: {e}"))? })
     }
 
     fn tasks(&self) -> Option<Vec<String>> {

@@ -28,6 +28,12 @@ pub struct FanoutConfig {
     /// Wait until the impressions are durable before answering (adds the
     /// log's group-commit latency; off: they are appended right after).
     pub durable_impressions: bool,
+    /// Threads of the process's CPU pool, which runs in-process generators
+    /// and the ranker (`crate::cpu`); 0 = one per core.
+    pub cpu_threads: usize,
+    /// Jobs that may wait for a CPU pool thread; one more is refused at
+    /// once (the request answers degraded, or RESOURCE_EXHAUSTED).
+    pub cpu_queue: usize,
 }
 
 impl Default for FanoutConfig {
@@ -40,6 +46,8 @@ impl Default for FanoutConfig {
             max_per_topic: 0,
             history_len: 50,
             durable_impressions: false,
+            cpu_threads: 0,
+            cpu_queue: 1_024,
         }
     }
 }
@@ -138,6 +146,12 @@ impl Settings {
         let f = &self.fanout;
         if f.per_generator == 0 {
             return Err(bad("fanout.per_generator", "must be at least 1"));
+        }
+        if f.cpu_threads > 1_024 {
+            return Err(bad("fanout.cpu_threads", "must be at most 1024 (0 = one per core)"));
+        }
+        if !(1..=1_000_000).contains(&f.cpu_queue) {
+            return Err(bad("fanout.cpu_queue", "must be between 1 and 1000000"));
         }
         for (key, v) in [
             ("fanout.generator_timeout_ms", f.generator_timeout_ms),

@@ -16,6 +16,7 @@ pub mod arms;
 pub mod clients;
 pub mod combiner;
 pub mod config;
+pub mod cpu;
 pub mod pipeline;
 
 pub use pipeline::{Item, RecommendError, Recommendation, Recommender};

@@ -4,7 +4,8 @@
 //!    (an unknown name is INVALID_ARGUMENT), else the user's hashed arm.
 //! 2. **History**: the request's, or the user's recent watches from the
 //!    feedback stream.
-//! 3. **Fan-out**: every generator at once, each with its own deadline
+//! 3. **Fan-out**: every generator at once (in-process ones on the CPU
+//!    pool, [`crate::cpu`]), each with its own deadline
 //!    (`generator_timeout_ms`, at most 40% of what is left of the request's
 //!    deadline). A generator that fails or is late is left out and named in
 //!    `degraded_reasons`; one that is not ready at all (no trained model
@@ -328,8 +329,8 @@ impl Recommender {
         let mut notes = Vec::new();
         let mut not_ready = Vec::new();
 
-        // Fan-out: remote generators as concurrent tasks, in-process ones
-        // inline (microseconds each) while the remote calls are in flight.
+        // Fan-out: every generator at once, each under its own deadline
+        // (in-process ones run on the CPU pool, remote ones over gRPC).
         let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
         let shared = Arc::new(query.clone());
         let call = |g: Arc<dyn GeneratorClient>, q: Arc<Query>, max: usize| async move {
@@ -341,24 +342,12 @@ impl Recommender {
                 Err(_) => Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis()))),
             }
         };
-        let remote: Vec<Option<tokio::task::JoinHandle<_>>> = self
-            .generators
-            .iter()
-            .map(|g| (!g.is_local()).then(|| tokio::spawn(call(g.clone(), shared.clone(), f.per_generator))))
-            .collect();
-        let mut answers = Vec::with_capacity(self.generators.len());
-        for (g, handle) in self.generators.iter().zip(&remote) {
-            if handle.is_none() {
-                answers.push(Some(call(g.clone(), shared.clone(), f.per_generator).await));
-            } else {
-                answers.push(None);
-            }
-        }
-        for (answer, handle) in answers.iter_mut().zip(remote) {
-            if let Some(handle) = handle {
-                *answer =
-                    Some(handle.await.unwrap_or_else(|join| Err((true, format!("generator task failed: {join}")))));
-            }
+        let calls: Vec<tokio::task::JoinHandle<_>> =
+            self.generators.iter().map(|g| tokio::spawn(call(g.clone(), shared.clone(), f.per_generator))).collect();
+        let mut answers = Vec::with_capacity(calls.len());
+        for handle in calls {
+            answers
+                .push(Some(handle.await.unwrap_or_else(|join| Err((true, format!("generator task failed: {join}"))))));
         }
         let mut lists: Vec<(Source, Vec<(VideoId, f32)>)> = Vec::new();
         for (g, answer) in self.generators.iter().zip(answers) {

@@ -20,8 +20,12 @@ use watchnext_core::{
 };
 use watchnext_recommender::{
     RecommendError, Recommender,
-    clients::{BoxFuture, GenerateFailure, GeneratorClient, ImpressionSink, Ranked, RankedFeatures, RankerClient},
+    clients::{
+        BoxFuture, GenerateFailure, GeneratorClient, ImpressionSink, LocalGenerator, Ranked, RankedFeatures,
+        RankerClient,
+    },
     config::{ArmConfig, FanoutConfig, Settings},
+    cpu::CpuPool,
 };
 
 fn vid(s: &str) -> VideoId {
@@ -35,15 +39,11 @@ struct Scripted {
     list: Vec<&'static str>,
     delay: Duration,
     fail: Option<GenerateFailure>,
-    local: bool,
 }
 
 impl GeneratorClient for Scripted {
     fn source(&self) -> Source {
         self.source
-    }
-    fn is_local(&self) -> bool {
-        self.local
     }
     fn generate(&self, _q: Arc<Query>, max: usize, _t: Duration) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let (list, delay, fail) = (self.list.clone(), self.delay, self.fail.clone());
@@ -66,7 +66,7 @@ impl GeneratorClient for Scripted {
 }
 
 fn scripted(source: Source, list: &[&'static str]) -> Arc<dyn GeneratorClient> {
-    Arc::new(Scripted { source, list: list.to_vec(), delay: Duration::ZERO, fail: None, local: true })
+    Arc::new(Scripted { source, list: list.to_vec(), delay: Duration::ZERO, fail: None })
 }
 
 /// Predicts click = the number in the video id / 100, dismiss = 0.
@@ -199,21 +199,18 @@ async fn a_slow_or_failing_generator_or_ranker_degrades_the_answer() {
         list: vec!["v99"],
         delay: Duration::from_millis(300),
         fail: None,
-        local: false,
     });
     let broken = Arc::new(Scripted {
         source: Source::Context,
         list: vec![],
         delay: Duration::ZERO,
         fail: Some(GenerateFailure::Failed("Unavailable: connection refused".into())),
-        local: false,
     });
     let untrained = Arc::new(Scripted {
         source: Source::Cowatch,
         list: vec![],
         delay: Duration::ZERO,
         fail: Some(GenerateFailure::NotReady("no model".into())),
-        local: true,
     });
     let fanout = FanoutConfig { generator_timeout_ms: 50, ..FanoutConfig::default() };
     let r = recommender(
@@ -250,11 +247,65 @@ async fn a_slow_or_failing_generator_or_ranker_degrades_the_answer() {
         list: vec![],
         delay: Duration::ZERO,
         fail: Some(GenerateFailure::Failed("down".into())),
-        local: true,
     });
     let r = recommender(vec![dead], None, None, settings(FanoutConfig::default()));
     let err = r.recommend(query(&[]), 3, "", None).await.expect_err("no source");
     assert!(matches!(err, RecommendError::NoSources(_)), "{err}");
+}
+
+/// An in-process generator that computes for `busy` before answering
+/// (synchronously, as an encoder and an index search do).
+#[derive(Debug)]
+struct Busy {
+    busy: Duration,
+}
+
+impl watchnext_core::generator::Generator for Busy {
+    fn source(&self) -> Source {
+        Source::Sequence
+    }
+
+    fn generate(&self, _query: &Query, _max: usize) -> Generated {
+        std::thread::sleep(self.busy);
+        Generated {
+            candidates: vec![Candidate { video: vid("v77"), score: 1.0 }],
+            note: String::new(),
+            version: "busy".into(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_in_process_generator_past_its_deadline_is_left_out_and_does_not_hold_the_request() {
+    let pool = CpuPool::new(2, 16);
+    let slow: Arc<dyn GeneratorClient> =
+        Arc::new(LocalGenerator(Arc::new(Busy { busy: Duration::from_millis(400) }), pool.clone()));
+    let quick: Arc<dyn GeneratorClient> =
+        Arc::new(LocalGenerator(Arc::new(Busy { busy: Duration::ZERO }), pool.clone()));
+    let fanout = FanoutConfig { generator_timeout_ms: 50, ..FanoutConfig::default() };
+    let r = recommender(
+        vec![scripted(Source::Topic, &["v10", "v20"]), slow],
+        Some(Arc::new(ByNumber { calls: Mutex::new(Vec::new()) })),
+        None,
+        settings(fanout.clone()),
+    );
+    // Even on a single-threaded runtime the request moves on at the deadline.
+    let started = std::time::Instant::now();
+    let out = r.recommend(query(&[]), 5, "", None).await.expect("answers");
+    assert!(started.elapsed() < Duration::from_millis(300), "waited {:?} for a late generator", started.elapsed());
+    assert!(
+        out.degraded_reasons.iter().any(|d| d.contains("sequence generator timed out")),
+        "{:?}",
+        out.degraded_reasons
+    );
+    assert!(out.items.iter().all(|i| i.video.as_str() != "v77"));
+
+    // The same generator in time is served from the pool.
+    let r =
+        recommender(vec![quick], Some(Arc::new(ByNumber { calls: Mutex::new(Vec::new()) })), None, settings(fanout));
+    let out = r.recommend(query(&[]), 5, "", None).await.expect("answers");
+    assert_eq!(out.items.iter().map(|i| i.video.as_str()).collect::<Vec<_>>(), ["v77"]);
+    assert!(out.degraded_reasons.is_empty(), "{:?}", out.degraded_reasons);
 }
 
 #[tokio::test]

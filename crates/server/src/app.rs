@@ -495,6 +495,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(tls) = &tls {
         tls.watch();
     }
+    // Bounded pools for the CPU work of every role here (generators, ranker).
+    let fanout = watchnext_recommender::config::Settings::from_values(
+        &config.recommender.fanout,
+        &config.recommender.combiner,
+        &config.recommender.arms,
+    )?
+    .fanout;
+    let pools = watchnext_recommender::cpu::CpuPools::new(fanout.cpu_threads, fanout.cpu_queue);
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
@@ -532,9 +540,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info.set_service(service_names::CANDIDATE_GENERATOR, any_serving, detail).await;
         watch_sequence_models(&hosted, &info);
         routes.add_service(
-            CandidateGeneratorServer::new(GeneratorService::new(entries, config.generators.max_candidates))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(max_msg),
+            CandidateGeneratorServer::new(GeneratorService::new(
+                entries,
+                config.generators.max_candidates,
+                pools.generators.clone(),
+            ))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(max_msg),
         );
     }
     let log = if role.includes(Role::Feedback) { Some(open_feedback_log(&config)?) } else { None };
@@ -544,7 +556,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let ranker = tokio::task::spawn_blocking(move || crate::serving::build_ranker(&c, catalog.as_ref())).await??;
         crate::serving::watch_models(ranker.clone(), data.models(), config.ranker.model_poll_seconds, info.clone());
         routes.add_service(
-            RankerServer::new(RankerService::new(ranker.clone(), config.ranker.max_candidates))
+            RankerServer::new(RankerService::new(ranker.clone(), config.ranker.max_candidates, pools.ranker.clone()))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
@@ -557,6 +569,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let recommender = if role.includes(Role::Recommender) {
         let rec = crate::serving::build_recommender(
             &config,
+            &pools,
             auth.outgoing(),
             &hosted,
             ranker.clone(),

@@ -692,11 +692,13 @@ async fn run_protocol(
         )?;
         ranker.update_catalog(catalog);
         ranker.load_dir(&v.model_dir).with_context(|| format!("loading {}", v.model_dir.display()))?;
+        // A batch of cases, not live traffic: a queue deep enough never to refuse.
+        let pools = watchnext_recommender::cpu::CpuPools::new(settings.fanout.cpu_threads, 1 << 16);
         let clients: Vec<Arc<dyn GeneratorClient>> = serving_generators
             .iter()
-            .map(|g| Arc::new(LocalGenerator(g.clone())) as Arc<dyn GeneratorClient>)
+            .map(|g| Arc::new(LocalGenerator(g.clone(), pools.generators.clone())) as Arc<dyn GeneratorClient>)
             .collect();
-        let ranker: Arc<dyn RankerClient> = Arc::new(LocalRanker(Arc::new(ranker)));
+        let ranker: Arc<dyn RankerClient> = Arc::new(LocalRanker(Arc::new(ranker), pools.ranker));
         let rec = Recommender::new(
             settings.clone(),
             config.recommender.max_candidates as usize,

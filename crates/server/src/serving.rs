@@ -22,6 +22,7 @@ use watchnext_recommender::{
         RemoteGenerator, RemoteRanker, RoleChannel, RoleCredential,
     },
     config::Settings,
+    cpu::CpuPools,
 };
 
 use crate::{app::ProcessInfo, generators::Hosted};
@@ -97,9 +98,11 @@ fn channel(
 /// The recommender of this process: each generator in-process when hosted
 /// here, else at its `endpoints.*` URL (skipped when empty); the ranker
 /// likewise; impressions into this process's log or the feedback role's.
-/// Calls to other roles present `credential`.
+/// Calls to other roles present `credential`; in-process generators and the
+/// ranker run on `pools`.
 pub fn build_recommender(
     config: &Config,
+    pools: &CpuPools,
     credential: &RoleCredential,
     hosted: &Hosted,
     ranker: Option<Arc<Ranker>>,
@@ -117,7 +120,7 @@ pub fn build_recommender(
         (Role::Context, &e.context),
     ] {
         if let Some(g) = hosted.get(role) {
-            generators.push(Arc::new(LocalGenerator(g.clone())));
+            generators.push(Arc::new(LocalGenerator(g.clone(), pools.generators.clone())));
         } else if !url.is_empty() {
             let client = pb::candidate_generator_client::CandidateGeneratorClient::new(channel(
                 role.name(),
@@ -131,7 +134,7 @@ pub fn build_recommender(
         }
     }
     let ranker: Option<Arc<dyn RankerClient>> = match (ranker, e.ranker.is_empty()) {
-        (Some(local), _) => Some(Arc::new(LocalRanker(local))),
+        (Some(local), _) => Some(Arc::new(LocalRanker(local, pools.ranker.clone()))),
         (None, false) => Some(Arc::new(RemoteRanker(
             pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, &config.tls, credential)?)
                 .max_decoding_message_size(config.server.max_message_bytes),

@@ -43,11 +43,17 @@ pub type HostedRole = (Role, Option<Arc<dyn Generator>>);
 pub struct GeneratorService {
     hosted: Vec<HostedRole>,
     max_candidates: u32,
+    /// Where `generate` runs (never on an async worker).
+    pool: std::sync::Arc<watchnext_recommender::cpu::CpuPool>,
 }
 
 impl GeneratorService {
-    pub fn new(hosted: Vec<HostedRole>, max_candidates: u32) -> Self {
-        Self { hosted, max_candidates }
+    pub fn new(
+        hosted: Vec<HostedRole>,
+        max_candidates: u32,
+        pool: std::sync::Arc<watchnext_recommender::cpu::CpuPool>,
+    ) -> Self {
+        Self { hosted, max_candidates, pool }
     }
 
     fn pick(&self, requested: i32) -> Result<&HostedRole, Status> {
@@ -90,7 +96,8 @@ impl CandidateGenerator for GeneratorService {
             .precondition()
             .map_err(|why| super::missing(&format!("the {role} generator cannot answer yet: {why}")))?;
         let source = generator.source();
-        let generated = generator.generate(&query, max);
+        let g = generator.clone();
+        let generated = self.pool.run(move || g.generate(&query, max)).await.map_err(super::pool_status)?;
         Ok(Response::new(GenerateResponse {
             generator: source as i32,
             candidates: generated

@@ -15,11 +15,13 @@ use watchnext_ranker::{RankError, Ranker};
 pub struct RankerService {
     ranker: Arc<Ranker>,
     max_candidates: u32,
+    /// Where the model runs (never on an async worker).
+    pool: Arc<watchnext_recommender::cpu::CpuPool>,
 }
 
 impl RankerService {
-    pub fn new(ranker: Arc<Ranker>, max_candidates: u32) -> Self {
-        Self { ranker, max_candidates }
+    pub fn new(ranker: Arc<Ranker>, max_candidates: u32, pool: Arc<watchnext_recommender::cpu::CpuPool>) -> Self {
+        Self { ranker, max_candidates, pool }
     }
 }
 
@@ -41,14 +43,16 @@ impl RankerApi for RankerService {
         let version = request.get_ref().model_version.clone();
         let with_features = request.get_ref().return_features;
         let ranker = self.ranker.clone();
-        let (scored, model) = tokio::task::spawn_blocking(move || {
-            let model = ranker.model(Some(&version))?;
-            let scored = ranker.rank(&query, &candidates, Some(&model.version))?;
-            Ok::<_, RankError>((scored, model))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("ranking task failed: {e}")))?
-        .map_err(status_of)?;
+        let (scored, model) = self
+            .pool
+            .run(move || {
+                let model = ranker.model(Some(&version))?;
+                let scored = ranker.rank(&query, &candidates, Some(&model.version))?;
+                Ok::<_, RankError>((scored, model))
+            })
+            .await
+            .map_err(super::pool_status)?
+            .map_err(status_of)?;
         let scores = request
             .get_ref()
             .candidates
