@@ -88,6 +88,10 @@ pub enum GenerateFailure {
     NotReady(String),
     /// It failed or could not be reached: the response is flagged degraded.
     Failed(String),
+    /// It was too busy to take the call (a full CPU pool, a remote role
+    /// shedding load): flagged degraded; when every generator is, the
+    /// request is RESOURCE_EXHAUSTED.
+    Overloaded(String),
 }
 
 /// A candidate generator, local or remote.
@@ -185,7 +189,12 @@ impl GeneratorClient for LocalGenerator {
             return Box::pin(async move { Err(GenerateFailure::NotReady(why)) });
         }
         let job = self.1.run(move || g.generate(&query, max));
-        Box::pin(async move { job.await.map_err(|e| GenerateFailure::Failed(e.to_string())) })
+        Box::pin(async move {
+            job.await.map_err(|e| match e {
+                crate::cpu::PoolError::Busy { .. } => GenerateFailure::Overloaded(e.to_string()),
+                _ => GenerateFailure::Failed(e.to_string()),
+            })
+        })
     }
 }
 
@@ -292,6 +301,8 @@ impl GeneratorClient for RemoteGenerator {
                 let why = format!("{:?}: {}", s.code(), s.message());
                 if s.code() == tonic::Code::FailedPrecondition {
                     GenerateFailure::NotReady(why)
+                } else if s.code() == tonic::Code::ResourceExhausted {
+                    GenerateFailure::Overloaded(why)
                 } else {
                     GenerateFailure::Failed(why)
                 }

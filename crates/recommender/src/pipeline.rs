@@ -96,6 +96,10 @@ pub enum RecommendError {
     /// No candidate source could answer at all (FAILED_PRECONDITION).
     #[error("no candidate generator could answer: {0}")]
     NoSources(String),
+    /// Every generator that could answer was too busy: past its deadline
+    /// or refused by a full CPU pool (RESOURCE_EXHAUSTED: retry with backoff).
+    #[error("overloaded: no candidate generator answered in time: {0}")]
+    Overloaded(String),
     /// The generators answered, but with no candidate (FAILED_PRECONDITION):
     /// nothing to recommend, e.g. before any catalogue is loaded.
     #[error("no candidate to recommend: {0}")]
@@ -333,13 +337,25 @@ impl Recommender {
         // (in-process ones run on the CPU pool, remote ones over gRPC).
         let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
         let shared = Arc::new(query.clone());
-        let call = |g: Arc<dyn GeneratorClient>, q: Arc<Query>, max: usize| async move {
-            let name = source_name(g.source());
-            match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
-                Ok(Ok(generated)) => Ok(generated),
-                Ok(Err(GenerateFailure::NotReady(e))) => Err((false, format!("{name} generator not ready: {e}"))),
-                Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
-                Err(_) => Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis()))),
+        // Failures that mean "too busy" (a deadline, a full CPU pool), not "broken".
+        let overloaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let call = |g: Arc<dyn GeneratorClient>, q: Arc<Query>, max: usize| {
+            let overloaded = overloaded.clone();
+            async move {
+                let name = source_name(g.source());
+                match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
+                    Ok(Ok(generated)) => Ok(generated),
+                    Ok(Err(GenerateFailure::NotReady(e))) => Err((false, format!("{name} generator not ready: {e}"))),
+                    Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
+                    Ok(Err(GenerateFailure::Overloaded(e))) => {
+                        overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Err((true, format!("{name} generator refused: {e}")))
+                    }
+                    Err(_) => {
+                        overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Err((true, format!("{name} generator timed out after {} ms", timeout.as_millis())))
+                    }
+                }
             }
         };
         let calls: Vec<tokio::task::JoinHandle<_>> =
@@ -368,7 +384,12 @@ impl Recommender {
             .increment(1);
         }
         if lists.is_empty() && !self.generators.is_empty() {
+            let busy = overloaded.load(std::sync::atomic::Ordering::Relaxed);
+            let all_busy = busy > 0 && busy == reasons.len();
             let why: Vec<String> = reasons.into_iter().chain(not_ready).collect();
+            if all_busy {
+                return Err(RecommendError::Overloaded(why.join("; ")));
+            }
             return Err(RecommendError::NoSources(why.join("; ")));
         }
         if self.generators.is_empty() {

@@ -251,6 +251,25 @@ async fn a_slow_or_failing_generator_or_ranker_degrades_the_answer() {
     let r = recommender(vec![dead], None, None, settings(FanoutConfig::default()));
     let err = r.recommend(query(&[]), 3, "", None).await.expect_err("no source");
     assert!(matches!(err, RecommendError::NoSources(_)), "{err}");
+
+    // Every generator too busy (a full CPU pool, a deadline): overload, not a broken deployment.
+    let busy = Arc::new(Scripted {
+        source: Source::Topic,
+        list: vec![],
+        delay: Duration::ZERO,
+        fail: Some(GenerateFailure::Overloaded("the CPU pool is busy".into())),
+    });
+    let late = Arc::new(Scripted {
+        source: Source::Sequence,
+        list: vec!["v1"],
+        delay: Duration::from_millis(300),
+        fail: None,
+    });
+    let fanout = FanoutConfig { generator_timeout_ms: 50, ..FanoutConfig::default() };
+    let r = recommender(vec![busy, late], None, None, settings(fanout));
+    let err = r.recommend(query(&[]), 3, "", None).await.expect_err("overloaded");
+    assert!(matches!(err, RecommendError::Overloaded(_)), "{err}");
+    assert!(err.to_string().contains("CPU pool is busy") && err.to_string().contains("timed out"), "{err}");
 }
 
 /// An in-process generator that computes for `busy` before answering
