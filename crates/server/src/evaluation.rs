@@ -608,7 +608,13 @@ async fn run_protocol(
     if split.cases.is_empty() {
         anyhow::bail!("no case to evaluate: the log needs users with at least two watches");
     }
-    let settings = crate::examples::settings(config)?;
+    let mut settings = crate::examples::settings(config)?;
+    // The evaluation measures ordering, not latency: cases run one at a
+    // time and no generator or ranker may be dropped for a serving deadline
+    // (with the CPU pools they could be, on a busy machine, changing the
+    // lists from run to run).
+    settings.fanout.generator_timeout_ms = 30_000;
+    settings.fanout.ranker_timeout_ms = 30_000;
     let dir = out.join(protocol.name());
     let models = dir.join("models");
     if models.exists() {
@@ -779,7 +785,7 @@ async fn run_protocol(
         let mut lists: Vec<Vec<VideoId>> = Vec::with_capacity(methods.len());
         let mut traces = Vec::with_capacity(recommenders.len());
         for rec in &recommenders {
-            let answer = rec.recommend_traced(query.clone(), asked, "", Some(Duration::from_secs(30))).await;
+            let answer = rec.recommend_traced(query.clone(), asked, "", Some(Duration::from_secs(120))).await;
             traces.push(answer.ok());
         }
         let first = traces.first().and_then(|t| t.as_ref());
