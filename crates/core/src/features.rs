@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::{Catalog, Video},
     event::{Source, Vote},
-    request::{Device, HistoryEntry},
+    request::{Device, HistoryEntry, Query},
 };
 
 /// Bumped whenever the meaning or order of a feature changes.
@@ -254,6 +254,20 @@ pub struct RequestInput<'a> {
     /// The user's recent watches, oldest first (only the last
     /// `history_window` count).
     pub history: &'a [HistoryEntry],
+}
+
+impl<'a> RequestInput<'a> {
+    /// The input of a validated request (its own history, time and offset).
+    pub fn of(query: &'a Query) -> Self {
+        Self {
+            user: query.user.as_str(),
+            query_video: query.query_video.as_str(),
+            device: query.device,
+            time_ms: query.context.time_ms,
+            utc_offset_minutes: query.context.utc_offset_minutes,
+            history: &query.history.0,
+        }
+    }
 }
 
 /// The per-request part of the features, computed once per request.

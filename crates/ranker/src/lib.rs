@@ -392,14 +392,7 @@ impl Ranker {
     /// The dense and sparse features of `candidates` for `query`.
     pub fn features(&self, query: &Query, candidates: &[RankCandidate]) -> (Vec<f32>, Vec<i64>) {
         let catalog = self.catalog.load();
-        let input = RequestInput {
-            user: query.user.as_str(),
-            query_video: query.query_video.as_str(),
-            device: query.device,
-            time_ms: query.context.time_ms,
-            utc_offset_minutes: query.context.utc_offset_minutes,
-            history: &query.history.0,
-        };
+        let input = RequestInput::of(query);
         let request = RequestFeatures::new(&self.schema, &catalog, &input);
         let n = candidates.len();
         let mut dense = vec![0.0f32; n * DENSE_LEN];

@@ -428,22 +428,35 @@ impl Auth {
         if self.role_file.is_none() && self.clients_file.is_none() {
             return;
         }
-        let auth = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let Some(auth) = auth.upgrade() else { return };
-                match tokio::task::spawn_blocking(move || auth.reload()).await {
-                    Ok(Ok(true)) => tracing::info!("auth: token files re-read"),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %format!("{e:#}"), "auth: token files not re-read; the previous tokens stay in force")
-                    }
-                    Err(e) => tracing::error!(error = %e, "auth: token reload panicked"),
-                }
-            }
-        });
+        reload_every(self, interval, "auth: token files", Self::reload);
     }
+}
+
+/// Calls `reload` on `target` every `interval` on the blocking pool while
+/// `target` lives, logging what happened (`what` names the files). A
+/// failed reload keeps what is in force.
+pub(crate) fn reload_every<T: Send + Sync + 'static>(
+    target: &Arc<T>,
+    interval: Duration,
+    what: &'static str,
+    reload: fn(&T) -> anyhow::Result<bool>,
+) {
+    let target = Arc::downgrade(target);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(target) = target.upgrade() else { return };
+            match tokio::task::spawn_blocking(move || reload(&target)).await {
+                Ok(Ok(true)) => tracing::info!("{what} re-read"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::error!(
+                    error = %format!("{e:#}"),
+                    "{what} changed but do not load; what was in force stays"
+                ),
+                Err(e) => tracing::error!(error = %e, "{what}: reload panicked"),
+            }
+        }
+    });
 }
 
 fn limited(what: &str, key: &str, wait: Duration) -> Status {

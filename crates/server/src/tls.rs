@@ -148,23 +148,8 @@ impl ServerTls {
 
     /// Checks the files every `tls.reload_seconds` while the process runs.
     pub fn watch(self: &Arc<Self>) {
-        let me = Arc::downgrade(self);
         let every = Duration::from_secs(self.settings.reload_seconds.max(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(tls) = me.upgrade() else { return };
-                match tokio::task::spawn_blocking(move || tls.reload()).await {
-                    Ok(Ok(true)) => tracing::info!("tls: certificate files re-read; new connections use them"),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::error!(
-                        error = %format!("{e:#}"),
-                        "tls: certificate files changed but do not load; the previous configuration stays in force"
-                    ),
-                    Err(e) => tracing::error!(error = %e, "tls: reload panicked"),
-                }
-            }
-        });
+        crate::auth::reload_every(self, every, "tls: certificate files", Self::reload);
     }
 
     /// Accepted connections, each after its handshake (failed and slow

@@ -42,14 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok((query, candidates)) = Query::from_rank(&r, 1_000, NOW_MS) else { return };
     let schema = FeatureSchema::default();
     let catalog = catalog();
-    let input = RequestInput {
-        user: query.user.as_str(),
-        query_video: query.query_video.as_str(),
-        device: query.device,
-        time_ms: query.context.time_ms,
-        utc_offset_minutes: query.context.utc_offset_minutes,
-        history: &query.history.0,
-    };
+    let input = RequestInput::of(&query);
     let request = RequestFeatures::new(&schema, catalog, &input);
     let buckets = schema.sparse_buckets();
     let (mut dense, mut sparse) = ([0.0f32; DENSE_LEN], [0i64; SPARSE_LEN]);
