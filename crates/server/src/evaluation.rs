@@ -75,7 +75,7 @@ use watchnext_recommender::{
     clients::{GeneratorClient, LocalGenerator, LocalRanker, RankerClient},
 };
 use watchnext_trainer::{
-    config::{ClickLoss, ExampleSource, Negatives, TrainerConfig},
+    config::{BatchOrder, ClickLoss, ExampleSource, Negatives, TrainerConfig},
     dataset::{DatasetSummary, Examples},
     pipeline::{self, ExampleLoader, PipelineError, TrainRun},
     replay::{PointInTime, Serving},
@@ -109,7 +109,9 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub compare: bool,
     /// Only these variants beside the configured model (see `--compare`):
-    /// softmax, pointwise, random-negatives, candidate-negatives,
+    /// `<trainer setting>=<value>` (e.g. `replay.next_videos=3`),
+    /// `without=<dense feature>[+…]` (or `user` / `video` embeddings),
+    /// shuffled, time-order, softmax, pointwise, random-negatives, candidate-negatives,
     /// no-provenance, no-ranks, with-logged-impressions, logged-only.
     #[arg(long, value_delimiter = ',')]
     pub variants: Vec<String>,
@@ -299,7 +301,9 @@ struct Variant {
 }
 
 /// Names of the variants `--variants` may list (`--compare`: all of them).
-pub const VARIANTS: [&str; 8] = [
+pub const VARIANTS: [&str; 10] = [
+    "shuffled",
+    "time-order",
     "softmax",
     "pointwise",
     "random-negatives",
@@ -314,6 +318,14 @@ pub const VARIANTS: [&str; 8] = [
 fn variant(base: &TrainerConfig, name: &str) -> anyhow::Result<Variant> {
     let mut c = base.clone();
     let label = match name {
+        "shuffled" => {
+            c.order = BatchOrder::Shuffled;
+            "requests shuffled every epoch"
+        }
+        "time-order" => {
+            c.order = BatchOrder::Time;
+            "rows in time order"
+        }
         "softmax" => {
             c.click_loss = ClickLoss::Softmax;
             "softmax click loss"
@@ -357,9 +369,66 @@ fn variant(base: &TrainerConfig, name: &str) -> anyhow::Result<Variant> {
             c.examples = ExampleSource::Logged;
             "logged impressions only (no replay)"
         }
-        other => anyhow::bail!("--variants: unknown variant `{other}` (known: {})", VARIANTS.join(", ")),
+        other => match other.strip_prefix("without=") {
+            Some(list) => return without(c, list),
+            None if other.contains('=') => return setting(&c, other),
+            None => anyhow::bail!(
+                "--variants: unknown variant `{other}` (known: {}, without=<feature>[+<feature>…], \
+                 <trainer setting>=<value>)",
+                VARIANTS.join(", ")
+            ),
+        },
     };
     Ok(Variant { name: label.into(), config: c })
+}
+
+/// The configured model without some of its inputs: dense features by
+/// their schema name (held at 0, as `trainer.ignore_features`), and the
+/// `user` or `video` id embeddings (their tables cut to one shared row).
+fn without(mut c: TrainerConfig, list: &str) -> anyhow::Result<Variant> {
+    let names: Vec<&str> = list.split('+').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        anyhow::bail!("--variants without=: name one or more features, joined by +");
+    }
+    for name in &names {
+        match *name {
+            "user" => c.features.user_buckets = 1,
+            "video" => c.features.video_buckets = 1,
+            dense if watchnext_core::features::DENSE.contains(&dense) => c.ignore_features.push(dense.to_owned()),
+            other => anyhow::bail!(
+                "--variants without={list}: `{other}` is neither a dense feature of the schema nor `user` / `video`"
+            ),
+        }
+    }
+    c.ignore_features.sort();
+    c.ignore_features.dedup();
+    Ok(Variant { name: format!("without {}", names.join(", ")), config: c })
+}
+
+/// The configured model with one `[trainer]` setting changed, named by its
+/// dotted path under `trainer` (`replay.next_videos=3`, `learning_rate=1e-3`;
+/// several joined by `&`); each value is read as JSON (a number, `true`,
+/// `"text"`), else as text.
+fn setting(c: &TrainerConfig, assignments: &str) -> anyhow::Result<Variant> {
+    let mut tree = serde_json::to_value(c)?;
+    let mut names = Vec::new();
+    for assignment in assignments.split('&') {
+        let (path, raw) = assignment.split_once('=').unwrap_or((assignment, ""));
+        let value: serde_json::Value =
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()));
+        let mut node = &mut tree;
+        for key in path.split('.') {
+            node = node
+                .get_mut(key)
+                .with_context(|| format!("--variants {assignments}: `trainer.{path}` is not a trainer setting"))?;
+        }
+        *node = value;
+        names.push(format!("trainer.{path} = {raw}"));
+    }
+    let changed: TrainerConfig =
+        serde_json::from_value(tree).with_context(|| format!("--variants {assignments}: not a valid value"))?;
+    changed.validate().map_err(|e| anyhow::anyhow!("--variants {assignments}: {e}"))?;
+    Ok(Variant { name: names.join(", "), config: changed })
 }
 
 /// The configured model first, then the variants asked for; a variant the
@@ -441,6 +510,8 @@ struct TrainedVariant {
     seconds: f64,
     click_auc: Option<f64>,
     dataset: DatasetSummary,
+    /// The variant's feature configuration (a variant may embed fewer ids).
+    features: watchnext_core::features::FeatureConfig,
 }
 
 /// One protocol's results.
@@ -664,6 +735,7 @@ async fn run_protocol(
             seconds: outcome.seconds,
             click_auc,
             dataset: outcome.dataset,
+            features: variant.config.features,
         });
     }
     let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
@@ -686,10 +758,10 @@ async fn run_protocol(
     };
     let history = Arc::new(RecentWatches::new(settings.fanout.history_len.max(1)));
     let mut pit = PointInTime::new(&observed, history.clone(), trainer.replay.sync_interval_ms);
-    let schema = FeatureSchema::new(trainer.features).map_err(|e| anyhow::anyhow!("trainer.features: {e}"))?;
     let runtime = watchnext_onnx::OnnxRuntime::init(&config.onnx)?;
     let mut recommenders = Vec::new();
     for v in &trained {
+        let schema = FeatureSchema::new(v.features).map_err(|e| anyhow::anyhow!("trainer.features: {e}"))?;
         let ranker = Ranker::new(
             RankerSettings { sessions: 1, warmup_rows: 64, keep_versions: 2 },
             schema.clone(),

@@ -1,9 +1,11 @@
 //! The training loop: mini-batches in time order, AdamW, per-epoch
 //! validation on a later time period, early stopping, checkpoints, resume.
 //!
-//! - **Order**: every epoch walks the training rows in impression-time order
-//!   (as the paper trains, sequentially over logs); batches are contiguous
-//!   row ranges, so a batch is copied into tensors without gathering.
+//! - **Order** (`trainer.order`): every epoch walks the training rows in
+//!   impression-time order (as the paper trains, sequentially over logs),
+//!   or its requests in a new seeded order (`shuffled`: one permuted copy of
+//!   the rows per epoch, a request's rows kept together); either way batches
+//!   are contiguous row ranges, copied into tensors without gathering.
 //! - **AdamW** is ours (a few tensor ops per parameter) rather than
 //!   `candle-nn`'s, so that its moments can be checkpointed and a resumed
 //!   run continues exactly. Weight decay applies to weight matrices only,
@@ -12,9 +14,13 @@
 //!   dropout draws of epoch k come from a ChaCha8 stream keyed by
 //!   `(seed, k)`, so a run resumed at an epoch boundary equals an
 //!   uninterrupted one.
+//! - **Weight averaging** (`trainer.weight_average`, the decay): the model
+//!   validated and kept is an exponential moving average of the parameters
+//!   over the steps, not the last step's parameters (see [`Average`]).
 //! - **Checkpoints** (`dir/checkpoint.safetensors` + `dir/state.json`, each
 //!   written to a temporary file and renamed) hold the parameters, the
-//!   optimiser moments, the best parameters so far and the per-epoch history.
+//!   optimiser moments, the best parameters so far, the weight average and
+//!   the per-epoch history.
 
 use std::{
     collections::HashMap,
@@ -24,13 +30,13 @@ use std::{
 
 use candle_core::{Tensor, Var};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rand::SeedableRng;
+use rand::{SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use watchnext_core::{features::DENSE_LEN, model::TaskKind};
 
 use crate::{
-    config::TrainerConfig,
+    config::{BatchOrder, TrainerConfig},
     dataset::Examples,
     model::{BatchRng, Model},
     optim::AdamStep,
@@ -193,6 +199,77 @@ impl AdamW {
 /// Named parameter values.
 type Values = Vec<(String, Tensor)>;
 
+/// An exponential moving average of every parameter over training steps
+/// (Polyak averaging, `trainer.weight_average`). The parameters after the
+/// last step of an epoch carry that step's noise — with a constant learning
+/// rate, the last few hundred batches decide much of where they land; their
+/// average over the last ~1 / (1 − decay) steps does not.
+struct Average {
+    /// Dense parameters, in `Model::params` order.
+    params: Vec<Tensor>,
+    /// Embedding tables, in `Model::tables` order.
+    tables: Vec<Vec<f32>>,
+}
+
+impl Average {
+    fn new(model: &Model) -> candle_core::Result<Self> {
+        let params = model.params().iter().map(|p| p.var.as_tensor().copy()).collect::<Result<_, _>>()?;
+        let tables = model.tables().iter().map(|t| t.values.clone()).collect();
+        Ok(Self { params, tables })
+    }
+
+    /// Moves the average towards the parameters after step `step` (1-based).
+    /// Early steps use a smaller decay, `(1 + t) / (10 + t)`, so the starting
+    /// point is forgotten quickly.
+    fn update(&mut self, model: &Model, decay: f64, step: u64) -> candle_core::Result<()> {
+        let t = step as f64;
+        let d = decay.min((1.0 + t) / (10.0 + t));
+        for (avg, p) in self.params.iter_mut().zip(model.params()) {
+            *avg = (avg.affine(d, 0.0)? + p.var.as_tensor().affine(1.0 - d, 0.0)?)?;
+        }
+        let (d, e) = (d as f32, (1.0 - d) as f32);
+        for (avg, table) in self.tables.iter_mut().zip(model.tables().iter()) {
+            for (a, v) in avg.iter_mut().zip(&table.values) {
+                *a = *a * d + *v * e;
+            }
+        }
+        Ok(())
+    }
+
+    /// The average in the form of `Model::values`.
+    fn values(&self, model: &Model) -> candle_core::Result<Values> {
+        let mut out = Vec::new();
+        for (avg, t) in self.tables.iter().zip(model.tables().iter()) {
+            out.push((t.name.clone(), Tensor::from_slice(avg, (t.rows, t.dim), model.device())?));
+        }
+        for (avg, p) in self.params.iter().zip(model.params()) {
+            out.push((p.name.clone(), avg.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Replaces the average with checkpointed `values` (names as `values`).
+    fn restore(&mut self, model: &Model, values: &Values) -> Result<(), String> {
+        let find = |name: &str| values.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        for (avg, t) in self.tables.iter_mut().zip(model.tables().iter()) {
+            let v = find(&t.name).ok_or_else(|| format!("missing tensor `average/{}`", t.name))?;
+            let v: Vec<f32> = v.flatten_all().and_then(|v| v.to_vec1()).map_err(|e| e.to_string())?;
+            if v.len() != avg.len() {
+                return Err(format!("`average/{}` does not fit the model", t.name));
+            }
+            *avg = v;
+        }
+        for (avg, p) in self.params.iter_mut().zip(model.params()) {
+            let v = find(&p.name).ok_or_else(|| format!("missing tensor `average/{}`", p.name))?;
+            if v.dims() != p.var.dims() {
+                return Err(format!("`average/{}` does not fit the model", p.name));
+            }
+            *avg = v.clone();
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
     /// Digest of the config the checkpoint belongs to.
@@ -230,6 +307,23 @@ pub fn batch_end(model: &Model, ex: &Examples, start: usize, size: usize) -> usi
         }
     }
     end
+}
+
+/// Every row of `ex` once, its requests (runs of rows sharing one) in an
+/// order drawn from `(seed, epoch)`, each request's rows together and in
+/// their own order.
+pub fn shuffled_rows(ex: &Examples, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    for i in 1..=ex.len {
+        if i == ex.len || ex.request[i] != ex.request[start] {
+            groups.push(start..i);
+            start = i;
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(epoch as u64));
+    groups.shuffle(&mut rng);
+    groups.into_iter().flatten().collect()
 }
 
 pub fn evaluate_loss(model: &Model, ex: &Examples) -> Result<LossReport, TrainError> {
@@ -274,6 +368,7 @@ fn save_checkpoint(
     model: &Model,
     opt: &AdamW,
     best: &[(String, Tensor)],
+    average: Option<&Average>,
     state: &State,
 ) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(|source| TrainError::Io { path: dir.to_owned(), source })?;
@@ -292,6 +387,11 @@ fn save_checkpoint(
     for (name, t) in best {
         tensors.insert(format!("best/{name}"), t.clone());
     }
+    if let Some(average) = average {
+        for (name, t) in average.values(model)? {
+            tensors.insert(format!("average/{name}"), t);
+        }
+    }
     let path = dir.join("checkpoint.safetensors");
     let tmp = dir.join(".checkpoint.safetensors.tmp");
     candle_core::safetensors::save(&tensors, &tmp)?;
@@ -308,7 +408,7 @@ fn load_checkpoint(
     model: &Model,
     opt: &mut AdamW,
     digest: &str,
-) -> Result<Option<(State, Values)>, TrainError> {
+) -> Result<Option<(State, Values, Option<Values>)>, TrainError> {
     let state_path = dir.join("state.json");
     let Ok(bytes) = std::fs::read(&state_path) else { return Ok(None) };
     let bad = |problem: String| TrainError::Checkpoint { path: state_path.clone(), problem };
@@ -358,7 +458,10 @@ fn load_checkpoint(
     }
     model.load_values(&params)?;
     opt.step = state.step;
-    Ok(Some((state, best)))
+    let prefix = "average/";
+    let average: Values =
+        tensors.iter().filter_map(|(k, t)| Some((k.strip_prefix(prefix)?.to_owned(), t.clone()))).collect();
+    Ok(Some((state, best, (!average.is_empty()).then_some(average))))
 }
 
 /// Trains `model` on `train`, early-stopping on `validation`; leaves the
@@ -407,14 +510,23 @@ fn train_on_pool(
         since_best: 0,
     };
     let mut best = model.values()?;
+    let mut average = if c.weight_average > 0.0 { Some(Average::new(model)?) } else { None };
     let mut resumed = 0;
     if let (Some(dir), true) = (&options.checkpoint_dir, options.resume)
-        && let Some((s, b)) = load_checkpoint(dir, model, &mut opt, &digest)?
+        && let Some((s, b, a)) = load_checkpoint(dir, model, &mut opt, &digest)?
     {
         resumed = s.epochs.len();
         tracing::info!(epochs = resumed, "resumed from checkpoint {}", dir.display());
         state = s;
         best = b;
+        if let Some(avg) = &mut average {
+            let values = a.ok_or_else(|| TrainError::Checkpoint {
+                path: dir.join("checkpoint.safetensors"),
+                problem: "holds no weight average; remove the folder or train without --resume".into(),
+            })?;
+            avg.restore(model, &values)
+                .map_err(|problem| TrainError::Checkpoint { path: dir.join("checkpoint.safetensors"), problem })?;
+        }
     }
     let batches = train.len.div_ceil(c.batch_size);
     let mut stopped_early = false;
@@ -435,6 +547,14 @@ fn train_on_pool(
             bar.set_style(style);
         }
         let mut rng = BatchRng(ChaCha8Rng::seed_from_u64(c.seed.wrapping_mul(0x9e37_79b9).wrapping_add(epoch as u64)));
+        let shuffled;
+        let train = match c.order {
+            BatchOrder::Time => train,
+            BatchOrder::Shuffled => {
+                shuffled = train.select(&shuffled_rows(train, c.seed, epoch));
+                &shuffled
+            }
+        };
         let started = Instant::now();
         let t = c.tasks.len();
         let (mut loss_sum, mut task_sum, mut rows) = (0.0f64, vec![0.0f64; t], 0usize);
@@ -446,6 +566,9 @@ fn train_on_pool(
             let (loss, per_task) = model.loss(&fwd, &batch)?;
             let grads = loss.backward()?;
             opt.update(model, &grads, &batch)?;
+            if let Some(avg) = &mut average {
+                avg.update(model, c.weight_average, opt.step)?;
+            }
             let n = end - start;
             let l = f64::from(loss.to_scalar::<f32>()?);
             if !l.is_finite() {
@@ -466,6 +589,16 @@ fn train_on_pool(
         }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
+        // Validated (and kept) is the averaged model when there is one; the
+        // training walk then goes on from its own parameters.
+        let walked = match &average {
+            Some(avg) => {
+                let walked = model.values()?;
+                model.load_values(&avg.values(model)?)?;
+                Some(walked)
+            }
+            None => None,
+        };
         let (validation_loss, validation_task_loss, validation_auc) = evaluate_loss(model, validation)?;
         let metrics = EpochMetrics {
             epoch,
@@ -507,10 +640,13 @@ fn train_on_pool(
         } else {
             state.since_best += 1;
         }
+        if let Some(walked) = walked {
+            model.load_values(&walked)?;
+        }
         state.epochs.push(metrics);
         state.step = opt.step;
         if let Some(dir) = &options.checkpoint_dir {
-            save_checkpoint(dir, model, &opt, &best, &state)?;
+            save_checkpoint(dir, model, &opt, &best, average.as_ref(), &state)?;
         }
     }
     if state.since_best >= c.patience && state.epochs.len() < c.max_epochs {
@@ -518,4 +654,41 @@ fn train_on_pool(
     }
     model.load_values(&best)?;
     Ok(TrainReport { epochs: state.epochs, best_epoch: state.best_epoch, stopped_early, resumed_epochs: resumed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_of(requests: &[u32]) -> Examples {
+        Examples {
+            len: requests.len(),
+            request: requests.to_vec(),
+            requests: (0..=requests.iter().copied().max().unwrap_or(0)).map(|r| format!("r{r}")).collect(),
+            ..Examples::default()
+        }
+    }
+
+    #[test]
+    fn shuffled_rows_keep_each_request_together_and_change_every_epoch() {
+        // 40 requests of 1..=4 rows each.
+        let requests: Vec<u32> = (0..40u32).flat_map(|r| std::iter::repeat_n(r, 1 + r as usize % 4)).collect();
+        let ex = rows_of(&requests);
+        let first = shuffled_rows(&ex, 7, 1);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..ex.len).collect::<Vec<_>>(), "every row exactly once");
+        // A request's rows are adjacent and in their own order.
+        for pair in first.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if requests[a] == requests[b] {
+                assert_eq!(b, a + 1);
+            }
+        }
+        let runs = first.windows(2).filter(|p| requests[p[0]] != requests[p[1]]).count() + 1;
+        assert_eq!(runs, 40, "each request is one run");
+        assert_ne!(first, (0..ex.len).collect::<Vec<_>>(), "not the time order");
+        assert_ne!(first, shuffled_rows(&ex, 7, 2), "a new order every epoch");
+        assert_eq!(first, shuffled_rows(&ex, 7, 1), "the same order for the same seed and epoch");
+    }
 }

@@ -9,7 +9,7 @@ use watchnext_core::{
     model::{MODEL_FILE, ModelManifest},
 };
 use watchnext_trainer::{
-    config::TrainerConfig,
+    config::{BatchOrder, TrainerConfig},
     experiments,
     pipeline::{self, TrainRun},
     train::TrainOptions,
@@ -29,6 +29,9 @@ fn small_config() -> TrainerConfig {
         tower_layers: vec![8],
         max_epochs: 2,
         batch_size: 256,
+        // The toy world gives a few hundred batches: two epochs at the
+        // default rate (tuned for real logs' many thousands) barely move.
+        learning_rate: 2e-3,
         ..TrainerConfig::default()
     }
 }
@@ -107,18 +110,34 @@ fn the_exported_graph_matches_the_trainer_on_real_rows() {
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    resumed_equals_uninterrupted(TrainerConfig { max_epochs: 3, patience: 10, ..small_config() });
+}
+
+/// The same with rows shuffled every epoch and a weight average: the
+/// permutation of each epoch and the average are part of the resumed state.
+#[test]
+fn a_resumed_run_with_shuffled_rows_and_a_weight_average_equals_an_uninterrupted_one() {
+    resumed_equals_uninterrupted(TrainerConfig {
+        max_epochs: 3,
+        patience: 10,
+        order: BatchOrder::Shuffled,
+        weight_average: 0.99,
+        ..small_config()
+    });
+}
+
+fn resumed_equals_uninterrupted(config: TrainerConfig) {
+    let tmp = tempfile::tempdir().expect("temporary folder");
     toy_data(tmp.path());
-    let config = TrainerConfig { max_epochs: 3, patience: 10, ..small_config() };
-    let (split, _) = pipeline::load_split(tmp.path(), &config, &LOGGED, false).unwrap();
-    let (_, whole) = pipeline::fit(&config, &split, &TrainOptions::default()).unwrap();
+    let (split, _) = pipeline::load_split(tmp.path(), &config, &LOGGED, false).expect("examples");
+    let (_, whole) = pipeline::fit(&config, &split, &TrainOptions::default()).expect("trains");
 
     let ckpt = tmp.path().join("ckpt");
     let options = TrainOptions { progress: false, checkpoint_dir: Some(ckpt.clone()), resume: true };
     let first = TrainerConfig { max_epochs: 1, ..config.clone() };
-    let (_, part) = pipeline::fit(&first, &split, &options).unwrap();
+    let (_, part) = pipeline::fit(&first, &split, &options).expect("trains");
     assert_eq!(part.epochs.len(), 1);
-    let (_, rest) = pipeline::fit(&config, &split, &options).unwrap();
+    let (_, rest) = pipeline::fit(&config, &split, &options).expect("resumes");
     assert_eq!(rest.resumed_epochs, 1);
     assert_eq!(rest.epochs.len(), 3);
     for (a, b) in whole.epochs.iter().zip(&rest.epochs) {
@@ -128,6 +147,6 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
     // A checkpoint of another configuration is refused, not silently mixed in.
     let other = TrainerConfig { learning_rate: 1e-3, ..config };
-    let err = pipeline::fit(&other, &split, &options).unwrap_err().to_string();
+    let err = pipeline::fit(&other, &split, &options).expect_err("refused").to_string();
     assert!(err.contains("another configuration"), "{err}");
 }
