@@ -1098,6 +1098,36 @@ fn markdown(data: &DataDir, args: &PipelineArgs, reports: &[ProtocolReport], sec
 mod tests {
     use super::*;
 
+    #[test]
+    fn variants_change_exactly_the_settings_they_name() {
+        let base = TrainerConfig::default();
+        let v = variant(&base, "learning_rate=1e-3&replay.next_videos=3&order=shuffled").unwrap();
+        let expected = TrainerConfig {
+            learning_rate: 1e-3,
+            order: BatchOrder::Shuffled,
+            replay: watchnext_trainer::config::ReplayConfig { next_videos: 3, ..base.replay.clone() },
+            ..base.clone()
+        };
+        assert_eq!(v.config, expected);
+        assert!(v.name.contains("trainer.replay.next_videos = 3"), "{}", v.name);
+
+        let v = variant(&base, "without=user+rank_cowatch").unwrap();
+        assert_eq!(v.config.features.user_buckets, 1);
+        assert_eq!(v.config.features.video_buckets, base.features.video_buckets);
+        assert_eq!(v.config.ignore_features, vec!["rank_cowatch".to_owned()]);
+
+        for (bad, says) in [
+            ("no_such_setting=1", "not a trainer setting"),
+            ("learning_rate=fast", "not a valid value"),
+            ("learning_rate=2", "trainer.learning_rate"),
+            ("without=rank_everything", "neither a dense feature"),
+            ("nonsense", "unknown variant"),
+        ] {
+            let err = format!("{:#}", variant(&base, bad).err().unwrap_or_else(|| panic!("{bad} accepted")));
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
     fn event(t: i64, user: &str, video: &str, request: &str, kind: EventKind) -> Event {
         Event {
             timestamp_ms: t,
