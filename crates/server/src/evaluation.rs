@@ -343,22 +343,16 @@ fn variant(base: &TrainerConfig, name: &str) -> anyhow::Result<Variant> {
             "candidate negatives"
         }
         "no-provenance" => {
-            c.ignore_features.extend(
+            ignore(
+                &mut c,
                 watchnext_core::features::DENSE
                     .iter()
-                    .filter(|n| n.starts_with("source_") || n.starts_with("score_") || n.starts_with("rank_"))
-                    .map(|n| (*n).to_owned()),
+                    .filter(|n| n.starts_with("source_") || n.starts_with("score_") || n.starts_with("rank_")),
             );
-            c.ignore_features.sort();
-            c.ignore_features.dedup();
             "no provenance features"
         }
         "no-ranks" => {
-            c.ignore_features.extend(
-                watchnext_core::features::DENSE.iter().filter(|n| n.starts_with("rank_")).map(|n| (*n).to_owned()),
-            );
-            c.ignore_features.sort();
-            c.ignore_features.dedup();
+            ignore(&mut c, watchnext_core::features::DENSE.iter().filter(|n| n.starts_with("rank_")));
             "without the generator-rank features"
         }
         "with-logged-impressions" => {
@@ -394,15 +388,20 @@ fn without(mut c: TrainerConfig, list: &str) -> anyhow::Result<Variant> {
         match *name {
             "user" => c.features.user_buckets = 1,
             "video" => c.features.video_buckets = 1,
-            dense if watchnext_core::features::DENSE.contains(&dense) => c.ignore_features.push(dense.to_owned()),
+            dense if watchnext_core::features::DENSE.contains(&dense) => ignore(&mut c, [&dense]),
             other => anyhow::bail!(
                 "--variants without={list}: `{other}` is neither a dense feature of the schema nor `user` / `video`"
             ),
         }
     }
+    Ok(Variant { name: format!("without {}", names.join(", ")), config: c })
+}
+
+/// Adds dense features to the ones `c` holds at 0 (sorted, each once).
+fn ignore<'n>(c: &mut TrainerConfig, names: impl IntoIterator<Item = &'n &'n str>) {
+    c.ignore_features.extend(names.into_iter().map(|n| (*n).to_owned()));
     c.ignore_features.sort();
     c.ignore_features.dedup();
-    Ok(Variant { name: format!("without {}", names.join(", ")), config: c })
 }
 
 /// The configured model with one `[trainer]` setting changed, named by its
