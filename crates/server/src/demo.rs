@@ -2,10 +2,10 @@
 //! request, and what each candidate generator proposes for it, fetched over
 //! real gRPC like any client would.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use watchnext_core::{catalog::Catalog, datadir::DataDir};
+use watchnext_core::{catalog::Catalog, datadir::DataDir, history::RecentWatches};
 use watchnext_proto::v1::{
     CandidateSource, GenerateRequest, GenerateResponse, RequestContext,
     candidate_generator_client::CandidateGeneratorClient,
@@ -139,9 +139,19 @@ pub const AB_HEADER: &str = "| phase | arm | requests | CTR | watch min / reques
 /// response's events go to the server's feedback log (the server logged
 /// its own impressions, with the features it used), so the next training
 /// run learns from what was served.
+///
+/// The client keeps each user's recent watches by the server's own rule
+/// ([`RecentWatches`], seeded from the log by [`recent_watches`]) and sends
+/// them as `recent_history`; a user's pending events are recorded before
+/// that user's next request. The history a request carries is then exactly
+/// the one the training path rebuilds from the log, so the served rows
+/// replay without skew. (The simulator's own memory of a user — 20 watches,
+/// a re-watch appended again — is a different rule; sending it made most
+/// served rows differ from their recomputation.)
 pub async fn ab_test(
     url: &str,
     population: &mut Population,
+    history: &RecentWatches,
     requests: usize,
     label: &str,
 ) -> anyhow::Result<(ArmStats, ArmStats)> {
@@ -159,6 +169,7 @@ pub async fn ab_test(
     let list_size = population.world().config().list_size;
     let (mut baseline, mut served) = (ArmStats::default(), ArmStats::default());
     let mut pending: Vec<watchnext_proto::v1::FeedbackEvent> = Vec::new();
+    let mut pending_users: HashSet<watchnext_core::UserId> = HashSet::new();
     let bar = indicatif::ProgressBar::new(requests as u64);
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
         "{label} [{{wide_bar}}] {{pos}}/{{len}} requests ({{per_sec}}, eta {{eta}})"
@@ -169,12 +180,16 @@ pub async fn ab_test(
         let Some(request) = population.next_request() else { break };
         let to_server = stable_hash(FNV_OFFSET ^ 0xab, request.user.as_str().as_bytes()) % 2 == 1;
         let shown = if to_server {
+            if pending_users.contains(&request.user) {
+                feedback.record(RecordRequest { events: std::mem::take(&mut pending) }).await?;
+                pending_users.clear();
+            }
             let message = RecommendRequest {
                 request_id: request.request_id.as_str().to_owned(),
                 user_id: request.user.as_str().to_owned(),
                 query_video_id: request.query_video.as_str().to_owned(),
                 device: request.device.to_proto() as i32,
-                recent_history: request.history.to_proto(),
+                recent_history: watchnext_core::History(history.entries(&request.user)).to_proto(),
                 context: Some(RequestContext { request_time_ms: request.time_ms, ..Default::default() }),
                 num_results: list_size,
                 experiment_arm: String::new(),
@@ -205,6 +220,8 @@ pub async fn ab_test(
         let stats = if to_server { &mut served } else { &mut baseline };
         stats.requests += 1;
         stats.add(&response.events);
+        history.observe(&response.events);
+        pending_users.insert(request.user.clone());
         pending.extend(
             response
                 .events
@@ -215,6 +232,7 @@ pub async fn ab_test(
         );
         if pending.len() >= 2_000 {
             feedback.record(RecordRequest { events: std::mem::take(&mut pending) }).await?;
+            pending_users.clear();
         }
         bar.inc(1);
     }
@@ -223,6 +241,29 @@ pub async fn ab_test(
     }
     bar.finish_and_clear();
     Ok((baseline, served))
+}
+
+/// A client-side recent-watch store by the server's rule
+/// (`recommender.fanout.history_len` per user), holding every watch in the
+/// data folder's log so far.
+pub fn recent_watches(config: &watchnext_core::Config) -> anyhow::Result<RecentWatches> {
+    let settings = watchnext_recommender::config::Settings::from_values(
+        &config.recommender.fanout,
+        &config.recommender.combiner,
+        &config.recommender.arms,
+    )?;
+    let history = RecentWatches::new(settings.fanout.history_len.max(1));
+    let reader = crate::data::reader(&DataDir::new(&config.data.dir))?;
+    let mut chunk = Vec::with_capacity(4_096);
+    for record in reader {
+        chunk.push(record?.1);
+        if chunk.len() == 4_096 {
+            history.observe(&chunk);
+            chunk.clear();
+        }
+    }
+    history.observe(&chunk);
+    Ok(history)
 }
 
 /// Prints the server's list, with sources and task predictions, for a few
@@ -306,7 +347,8 @@ pub async fn closed_loop(
     show_recommendations(url, &mut population, 3).await?;
 
     println!("A/B test, phase 1: the logging policy (baseline) vs watchnext with {first}, {requests} requests");
-    let (b1, s1) = ab_test(url, &mut population, requests, "phase 1").await?;
+    let history = recent_watches(config)?;
+    let (b1, s1) = ab_test(url, &mut population, &history, requests, "phase 1").await?;
     println!("\nRetraining on the log, which now holds what watchnext served ({epochs} epoch(s))…");
     let second =
         format!("mmoe-demo-{}", first.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()).map_or(2, |n| n + 1));
@@ -325,7 +367,7 @@ pub async fn closed_loop(
     println!("hot-reloaded: {} is active, {} kept for rollback", swapped.active_version, swapped.previous_version);
 
     println!("A/B test, phase 2: the logging policy (baseline) vs watchnext with {second}, {requests} requests");
-    let (b2, s2) = ab_test(url, &mut population, requests, "phase 2").await?;
+    let (b2, s2) = ab_test(url, &mut population, &history, requests, "phase 2").await?;
     println!("\nSimulated A/B test (the synthetic users' own responses; users split 50/50 by a hash of their id):\n");
     println!("{AB_HEADER}");
     println!("{}", b1.row("1", "baseline (popularity policy)"));
