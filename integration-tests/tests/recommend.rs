@@ -445,3 +445,42 @@ async fn the_open_loop_load_test_measures_a_running_server() {
     eprintln!("{report}");
     server.stop().await.unwrap();
 }
+
+/// The README's main command plays simulated users against the server and
+/// records what they did (`watchnext demo`'s A/B client): the loop runs to
+/// the end with no failed call, every answer is logged, and what the users
+/// did reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_ab_client_plays_a_whole_phase_against_the_server() {
+    let server = server(&["m1"], |_| {}).await;
+    let config = watchnext_testkit::test_config(server.data_dir());
+    let data = watchnext_core::datadir::DataDir::new(server.data_dir());
+    let world_config = watchnext_world::WorldConfig::read(&data.world_config()).expect("the world's config");
+    let world = Arc::new(watchnext_world::World::build(&world_config).expect("world"));
+    let start_ms = world_config.epoch_ms + i64::from(world_config.days) * 86_400_000;
+    let mut population = watchnext_world::Population::new(world, start_ms);
+    let history = watchnext_server::demo::recent_watches(&config).expect("recent watches from the log");
+    let count = |dir: &Path| {
+        let log = watchnext_feedback::LogReader::open(dir.join("feedback"), 1).expect("log");
+        log.collect::<Result<Vec<_>, _>>().expect("records").len()
+    };
+    let before = count(server.data_dir());
+    let url = format!("http://{}", server.addr());
+    let (baseline, served) =
+        watchnext_server::demo::ab_test(&url, &mut population, &history, 600, "test").await.expect("a whole phase");
+    assert_eq!(served.failed, 0, "{served:?}");
+    assert!(served.requests > 200 && baseline.requests > 200, "{baseline:?} {served:?}");
+    assert!(served.impressions > 0 && served.clicks > 0, "{served:?}");
+    // Everything the users did, both arms, is in the log (the server's
+    // impressions were logged by Recommend itself, the rest recorded).
+    let mut grew = 0;
+    for _ in 0..50 {
+        grew = count(server.data_dir()) - before;
+        if grew as u64 >= served.impressions + baseline.impressions {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(grew as u64 >= served.impressions + baseline.impressions + served.clicks, "{grew} events logged");
+    server.stop().await.expect("stop");
+}

@@ -168,8 +168,7 @@ pub async fn ab_test(
     let mut feedback = FeedbackClient::connect(url.to_owned()).await?;
     let list_size = population.world().config().list_size;
     let (mut baseline, mut served) = (ArmStats::default(), ArmStats::default());
-    let mut pending: Vec<watchnext_proto::v1::FeedbackEvent> = Vec::new();
-    let mut pending_users: HashSet<watchnext_core::UserId> = HashSet::new();
+    let mut pending = Pending::default();
     let bar = indicatif::ProgressBar::new(requests as u64);
     if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
         "{label} [{{wide_bar}}] {{pos}}/{{len}} requests ({{per_sec}}, eta {{eta}})"
@@ -180,9 +179,8 @@ pub async fn ab_test(
         let Some(request) = population.next_request() else { break };
         let to_server = stable_hash(FNV_OFFSET ^ 0xab, request.user.as_str().as_bytes()) % 2 == 1;
         let shown = if to_server {
-            if pending_users.contains(&request.user) {
-                feedback.record(RecordRequest { events: std::mem::take(&mut pending) }).await?;
-                pending_users.clear();
+            if let Some(events) = pending.before_request(&request.user) {
+                feedback.record(RecordRequest { events }).await?;
             }
             let message = RecommendRequest {
                 request_id: request.request_id.as_str().to_owned(),
@@ -221,8 +219,8 @@ pub async fn ab_test(
         stats.requests += 1;
         stats.add(&response.events);
         history.observe(&response.events);
-        pending_users.insert(request.user.clone());
-        pending.extend(
+        pending.add(
+            &request.user,
             response
                 .events
                 .iter()
@@ -230,14 +228,13 @@ pub async fn ab_test(
                 .filter(|e| !(to_server && matches!(e.kind, EventKind::Impression(_))))
                 .map(watchnext_core::event::Event::to_proto),
         );
-        if pending.len() >= 2_000 {
-            feedback.record(RecordRequest { events: std::mem::take(&mut pending) }).await?;
-            pending_users.clear();
+        if let Some(events) = pending.full(2_000) {
+            feedback.record(RecordRequest { events }).await?;
         }
         bar.inc(1);
     }
-    if !pending.is_empty() {
-        feedback.record(RecordRequest { events: pending }).await?;
+    if let Some(events) = pending.full(1) {
+        feedback.record(RecordRequest { events }).await?;
     }
     bar.finish_and_clear();
     Ok((baseline, served))
@@ -264,6 +261,45 @@ pub fn recent_watches(config: &watchnext_core::Config) -> anyhow::Result<RecentW
     }
     history.observe(&chunk);
     Ok(history)
+}
+
+/// The A/B client's events not yet recorded, and whose they are.
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<watchnext_proto::v1::FeedbackEvent>,
+    users: HashSet<watchnext_core::UserId>,
+}
+
+impl Pending {
+    /// The batch to record before `user`'s next request: everything
+    /// pending when some of it is theirs (the server must see their last
+    /// watches), else nothing. Never an empty batch (`Record` refuses one).
+    fn before_request(&mut self, user: &watchnext_core::UserId) -> Option<Vec<watchnext_proto::v1::FeedbackEvent>> {
+        if self.users.contains(user) { self.take() } else { None }
+    }
+
+    /// Adds what `user` did; a user who did nothing has nothing pending.
+    fn add(
+        &mut self,
+        user: &watchnext_core::UserId,
+        events: impl IntoIterator<Item = watchnext_proto::v1::FeedbackEvent>,
+    ) {
+        let before = self.events.len();
+        self.events.extend(events);
+        if self.events.len() > before {
+            self.users.insert(user.clone());
+        }
+    }
+
+    /// The whole batch once it holds at least `at` events.
+    fn full(&mut self, at: usize) -> Option<Vec<watchnext_proto::v1::FeedbackEvent>> {
+        if self.events.len() >= at.max(1) { self.take() } else { None }
+    }
+
+    fn take(&mut self) -> Option<Vec<watchnext_proto::v1::FeedbackEvent>> {
+        self.users.clear();
+        (!self.events.is_empty()).then(|| std::mem::take(&mut self.events))
+    }
 }
 
 /// Prints the server's list, with sources and task predictions, for a few
@@ -391,4 +427,42 @@ pub async fn closed_loop(
         s2.failed
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use watchnext_core::UserId;
+    use watchnext_proto::v1::FeedbackEvent;
+
+    use super::Pending;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse("user_id", name).expect("id")
+    }
+
+    fn events(n: usize) -> Vec<FeedbackEvent> {
+        vec![FeedbackEvent::default(); n]
+    }
+
+    #[test]
+    fn a_users_events_are_recorded_before_their_next_request_and_no_batch_is_empty() {
+        let (a, b) = (user("a"), user("b"));
+        let mut pending = Pending::default();
+        pending.add(&a, events(3));
+        assert_eq!(pending.before_request(&b).map(|e| e.len()), None, "nothing of b's is waiting");
+        assert_eq!(pending.before_request(&a).map(|e| e.len()), Some(3), "a's watches first");
+        // a did nothing on the list they were shown (the server logged its
+        // impressions itself): nothing to record before a's next request.
+        pending.add(&a, events(0));
+        assert_eq!(pending.before_request(&a), None, "never an empty batch");
+        pending.add(&b, events(2));
+        pending.add(&a, events(0));
+        assert_eq!(pending.before_request(&a), None, "b's events wait for b or a full batch");
+        assert_eq!(pending.full(3), None);
+        pending.add(&a, events(1));
+        assert_eq!(pending.full(3).map(|e| e.len()), Some(3));
+        assert_eq!(pending.before_request(&a), None, "recorded with the full batch");
+        assert_eq!(pending.before_request(&b), None);
+        assert_eq!(pending.full(1), None, "nothing left at the end");
+    }
 }
