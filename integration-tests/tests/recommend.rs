@@ -432,6 +432,7 @@ async fn the_open_loop_load_test_measures_a_running_server() {
         num_results: 10,
         deadline_ms: 2_000,
         max_in_flight: 1_000,
+        metrics: vec![server.metrics_addr().expect("metrics enabled").to_string()],
         json: None,
     };
     let report = watchnext_server::loadtest::run(&args, mix).await.unwrap();
@@ -442,6 +443,17 @@ async fn the_open_loop_load_test_measures_a_running_server() {
     let p: Vec<f64> = report.percentiles.iter().map(|(_, ms)| *ms).collect();
     assert!(p.windows(2).all(|w| w[0] <= w[1]), "{report}");
     assert!(report.fastest_ms > 0.0 && report.fastest_ms <= p[0] && p[p.len() - 1] <= report.slowest_ms, "{report}");
+    // Time per stage, read from the server's own /metrics over the window.
+    let stage = |name: &str| report.stages.iter().find(|s| s.stage == name);
+    for name in ["generate_topic", "merge", "rank", "features", "onnx", "combine", "impressions"] {
+        let s = stage(name).unwrap_or_else(|| panic!("no `{name}` stage in {report}"));
+        assert!(s.calls >= 70 && s.mean_ms > 0.0 && s.p50_ms <= s.p99_ms, "{s:?}\n{report}");
+    }
+    let whole = stage(watchnext_server::stage_report::RECOMMEND_ROW).expect("the whole Recommend row");
+    assert!(whole.calls >= 70 && (whole.share_of_recommend - 1.0).abs() < 1e-9, "{whole:?}");
+    let (rank, onnx) = (stage("rank").expect("rank"), stage("onnx").expect("onnx"));
+    assert!(onnx.share_of_recommend < rank.share_of_recommend, "ONNX Runtime runs inside the rank call: {report}");
+    assert!(rank.share_of_recommend < 1.0, "{report}");
     eprintln!("{report}");
     server.stop().await.unwrap();
 }

@@ -30,6 +30,7 @@ pub mod ids;
 pub mod model;
 pub mod request;
 pub mod role;
+pub mod stages;
 
 pub use config::{Config, ConfigError};
 pub use error::InvalidRequest;

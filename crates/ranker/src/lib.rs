@@ -60,6 +60,7 @@ use watchnext_core::{
     features::{DENSE_INPUT, DENSE_LEN, FeatureSchema, RequestFeatures, RequestInput, SPARSE_INPUT, SPARSE_LEN},
     model::{GATES_OUTPUT, MODEL_FILE, ModelManifest, PREDICTIONS_OUTPUT},
     request::{Query, RankCandidate},
+    stages,
 };
 use watchnext_onnx::{OnnxError, OnnxRuntime, SessionOptions, SessionPool};
 
@@ -419,7 +420,10 @@ impl Ranker {
         let n = candidates.len();
         // The run consumes its inputs; the copies are what gets logged.
         let (kept_dense, kept_sparse) = (dense.clone(), sparse.clone());
+        metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::FEATURES).record(started.elapsed().as_secs_f64());
+        let onnx = Instant::now();
         let (predictions, gates) = if n == 0 { (Vec::new(), Vec::new()) } else { model.run(dense, sparse, n)? };
+        metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::ONNX).record(onnx.elapsed().as_secs_f64());
         model.record_gates(&gates, n);
         metrics::counter!("watchnext_ranker_candidates_total").increment(n as u64);
         metrics::histogram!("watchnext_ranker_rank_seconds").record(started.elapsed().as_secs_f64());

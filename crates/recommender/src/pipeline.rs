@@ -27,6 +27,9 @@
 //!    sources, the features the ranker used, model version, arm) to the
 //!    feedback log — after the answer, or before it with
 //!    `durable_impressions`.
+//!
+//! Each step's time goes to `watchnext_stage_seconds{stage}`
+//! ([`watchnext_core::stages`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -43,6 +46,7 @@ use watchnext_core::{
     ids::VideoId,
     model::TaskSpec,
     request::{History, Query, RankCandidate},
+    stages,
 };
 
 use crate::{
@@ -343,7 +347,11 @@ impl Recommender {
             let overloaded = overloaded.clone();
             async move {
                 let name = source_name(g.source());
-                match tokio::time::timeout(timeout, g.generate(q, max, timeout)).await {
+                let asked = Instant::now();
+                let answer = tokio::time::timeout(timeout, g.generate(q, max, timeout)).await;
+                metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::generate(g.source()))
+                    .record(asked.elapsed().as_secs_f64());
+                match answer {
                     Ok(Ok(generated)) => Ok(generated),
                     Ok(Err(GenerateFailure::NotReady(e))) => Err((false, format!("{name} generator not ready: {e}"))),
                     Ok(Err(GenerateFailure::Failed(e))) => Err((true, format!("{name} generator failed: {e}"))),
@@ -397,6 +405,7 @@ impl Recommender {
         }
 
         // Merge with provenance; drop the query video and the history.
+        let merging = Instant::now();
         let catalog = self.catalog.load();
         let fused = candidates::merge(
             &lists,
@@ -406,6 +415,7 @@ impl Recommender {
             self.max_candidates,
         );
         drop(catalog);
+        metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::MERGE).record(merging.elapsed().as_secs_f64());
         if fused.is_empty() {
             let why: Vec<String> = reasons.into_iter().chain(not_ready).chain(notes).collect();
             return Err(RecommendError::NoCandidates(if why.is_empty() {
@@ -431,7 +441,11 @@ impl Recommender {
             Some(ranker) => {
                 let timeout = Duration::from_millis(f.ranker_timeout_ms).min(left());
                 let call = ranker.rank(query.clone(), candidates.clone(), arm.model_version.clone(), timeout);
-                match tokio::time::timeout(timeout, call).await {
+                let asked = Instant::now();
+                let answer = tokio::time::timeout(timeout, call).await;
+                metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::RANK)
+                    .record(asked.elapsed().as_secs_f64());
+                match answer {
                     Ok(Ok(r)) => Some(r),
                     Ok(Err(e)) => {
                         reasons.push(format!("ranker unavailable ({e}): ordered by the generators' fused ranks"));
@@ -447,6 +461,7 @@ impl Recommender {
                 }
             }
         };
+        let combining = Instant::now();
         // (candidate index, sort key), best first: the combiner's log score
         // when ranked (the product itself underflows with large weights),
         // the fused score otherwise.
@@ -497,6 +512,8 @@ impl Recommender {
         }
 
         let recommendation = Recommendation { items, model_version, arm: arm.name.clone(), degraded_reasons: reasons };
+        metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::COMBINE)
+            .record(combining.elapsed().as_secs_f64());
         if !recommendation.degraded_reasons.is_empty() {
             metrics::counter!("watchnext_recommender_degraded_total").increment(1);
         }
@@ -560,7 +577,11 @@ impl Recommender {
             .collect();
         let n = events.len() as u64;
         let write = async move {
-            match sink.record(events).await {
+            let writing = Instant::now();
+            let written = sink.record(events).await;
+            metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::IMPRESSIONS)
+                .record(writing.elapsed().as_secs_f64());
+            match written {
                 Ok(()) => metrics::counter!("watchnext_recommender_impressions_total").increment(n),
                 Err(err) => {
                     metrics::counter!("watchnext_recommender_impressions_lost_total").increment(n);

@@ -32,6 +32,7 @@ pub mod health;
 pub mod loadtest;
 pub mod middleware;
 pub mod serving;
+pub mod stage_report;
 pub mod tailer;
 pub mod telemetry;
 pub mod tls;

@@ -27,6 +27,8 @@ use tonic::transport::Channel;
 use watchnext_core::{catalog::Catalog, datadir::DataDir};
 use watchnext_proto::v1::{RecommendRequest, RequestContext, recommender_client::RecommenderClient};
 
+use crate::stage_report::{self, StageTime};
+
 /// `watchnext loadtest` flags.
 #[derive(Debug, Clone, Args)]
 pub struct LoadtestArgs {
@@ -55,6 +57,11 @@ pub struct LoadtestArgs {
     /// as dropped (the server is far behind) instead of queueing without end.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// Metrics endpoints (`host:port` of `server.metrics_listen`) to read
+    /// the time per stage from, before and after the measured window; one
+    /// per process of a split deployment (repeat the flag). `none`: skip.
+    #[arg(long = "metrics", default_value = "127.0.0.1:9464")]
+    pub metrics: Vec<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -80,6 +87,11 @@ pub struct LoadReport {
     pub degraded: u64,
     /// Scheduled requests not sent because `max_in_flight` were pending.
     pub dropped: u64,
+    /// Time per stage on the server side over the measured window (empty
+    /// when not scraped).
+    pub stages: Vec<StageTime>,
+    /// Why there are no stage times, when there are none.
+    pub stages_note: String,
 }
 
 impl std::fmt::Display for LoadReport {
@@ -103,7 +115,32 @@ impl std::fmt::Display for LoadReport {
             s.join(", "),
             self.degraded,
             self.dropped
-        )
+        )?;
+        if self.stages.is_empty() {
+            if !self.stages_note.is_empty() {
+                write!(f, "\ntime per stage: {}", self.stages_note)?;
+            }
+            return Ok(());
+        }
+        write!(f, "\ntime per stage (server side, measured window; shares of the whole Recommend's time):")?;
+        write!(
+            f,
+            "\n  {:<32} {:>8} {:>10} {:>10} {:>10} {:>7}",
+            "stage", "calls", "mean ms", "p50 ms", "p99 ms", "share"
+        )?;
+        for r in &self.stages {
+            write!(
+                f,
+                "\n  {:<32} {:>8} {:>10.3} {:>10.3} {:>10.3} {:>6.1}%",
+                r.stage,
+                r.calls,
+                r.mean_ms,
+                r.p50_ms,
+                r.p99_ms,
+                r.share_of_recommend * 100.0
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -176,10 +213,18 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
     let start = Instant::now();
     let mut dropped = 0u64;
     let mut tasks = Vec::with_capacity(measured as usize);
+    let scrape_from: Vec<String> =
+        args.metrics.iter().filter(|a| !a.is_empty() && a.as_str() != "none").cloned().collect();
+    let mut before = None;
     for i in 0..warmup + measured {
         let scheduled = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
         let counted = i >= warmup;
+        if i == warmup && !scrape_from.is_empty() {
+            // Off the schedule's path: the scrape runs beside the load.
+            let addrs = scrape_from.clone();
+            before = Some(tokio::spawn(async move { stage_report::scrape_all(&addrs).await }));
+        }
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             dropped += u64::from(counted);
             continue;
@@ -210,6 +255,33 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
     for t in tasks {
         let _ = t.await;
     }
+    let (stages, stages_note) = match before {
+        None => (Vec::new(), "not scraped (--metrics none)".to_owned()),
+        Some(before) => {
+            let before = before.await.map_err(anyhow::Error::from).and_then(|b| b);
+            match (before, stage_report::scrape_all(&scrape_from).await) {
+                (Ok(b), Ok(a)) => {
+                    let rows = stage_report::between(&b, &a);
+                    let note = if rows.is_empty() {
+                        format!(
+                            "no stage histograms at {} (a server older than this loadtest?)",
+                            scrape_from.join(", ")
+                        )
+                    } else {
+                        String::new()
+                    };
+                    (rows, note)
+                }
+                (Err(e), _) | (_, Err(e)) => (
+                    Vec::new(),
+                    format!(
+                        "could not read {} ({e:#}); pass --metrics host:port of server.metrics_listen",
+                        scrape_from.join(", ")
+                    ),
+                ),
+            }
+        }
+    };
     let t = std::mem::take(&mut *tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let mut lat: Vec<f64> = t.latencies_us.iter().map(|&us| us as f64 / 1e3).collect();
     lat.sort_by(f64::total_cmp);
@@ -227,6 +299,8 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
         statuses: t.statuses,
         degraded: t.degraded,
         dropped,
+        stages,
+        stages_note,
     })
 }
 

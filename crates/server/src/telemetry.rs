@@ -8,7 +8,7 @@
 
 use std::{net::SocketAddr, sync::OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use watchnext_core::config::{LogConfig, LogFormat};
 
@@ -41,6 +41,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(watchnext_core::stages::STAGE_SECONDS.to_owned()),
+                    watchnext_core::stages::STAGE_BUCKETS,
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
