@@ -182,16 +182,18 @@ impl GeneratorClient for LocalGenerator {
         &self,
         query: Arc<Query>,
         max: usize,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> BoxFuture<Result<Generated, GenerateFailure>> {
         let g = self.0.clone();
         if let Err(why) = g.precondition() {
             return Box::pin(async move { Err(GenerateFailure::NotReady(why)) });
         }
-        let job = self.1.run(move || g.generate(&query, max));
+        let job = self.1.run_within(timeout, move || g.generate(&query, max));
         Box::pin(async move {
             job.await.map_err(|e| match e {
-                crate::cpu::PoolError::Busy { .. } => GenerateFailure::Overloaded(e.to_string()),
+                crate::cpu::PoolError::Busy { .. } | crate::cpu::PoolError::TooLate { .. } => {
+                    GenerateFailure::Overloaded(e.to_string())
+                }
                 _ => GenerateFailure::Failed(e.to_string()),
             })
         })
@@ -208,7 +210,7 @@ impl RankerClient for LocalRanker {
         query: Query,
         candidates: Arc<Vec<RankCandidate>>,
         model_version: String,
-        _timeout: Duration,
+        timeout: Duration,
     ) -> BoxFuture<Result<Ranked, String>> {
         let ranker = self.0.clone();
         let work = move || {
@@ -229,7 +231,7 @@ impl RankerClient for LocalRanker {
         // Milliseconds of CPU: on the bounded CPU pool, never on an async
         // worker; a full pool refuses at once (the list falls back to the
         // fused order, flagged degraded).
-        let job = self.1.run(work);
+        let job = self.1.run_within(timeout, work);
         Box::pin(async move { job.await.map_err(|e| format!("ranker: {e}"))? })
     }
 

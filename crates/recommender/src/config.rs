@@ -34,6 +34,12 @@ pub struct FanoutConfig {
     /// Jobs that may wait for a CPU pool thread; one more is refused at
     /// once (the request answers degraded, or RESOURCE_EXHAUSTED).
     pub cpu_queue: usize,
+    /// Longest a job may expect to wait for a CPU pool thread, ms: a job
+    /// that finds more queued work than that (or than its call's own
+    /// deadline) is refused at once — under overload a request answers
+    /// degraded within about this much of its normal time instead of
+    /// queueing up to `ranker_timeout_ms`.
+    pub cpu_max_queue_wait_ms: u64,
 }
 
 impl Default for FanoutConfig {
@@ -48,6 +54,7 @@ impl Default for FanoutConfig {
             durable_impressions: false,
             cpu_threads: 0,
             cpu_queue: 1_024,
+            cpu_max_queue_wait_ms: 25,
         }
     }
 }
@@ -157,6 +164,7 @@ impl Settings {
             ("fanout.generator_timeout_ms", f.generator_timeout_ms),
             ("fanout.ranker_timeout_ms", f.ranker_timeout_ms),
             ("fanout.default_deadline_ms", f.default_deadline_ms),
+            ("fanout.cpu_max_queue_wait_ms", f.cpu_max_queue_wait_ms),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1 ms"));

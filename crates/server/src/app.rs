@@ -502,7 +502,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &config.recommender.arms,
     )?
     .fanout;
-    let pools = watchnext_recommender::cpu::CpuPools::new(fanout.cpu_threads, fanout.cpu_queue);
+    let pools = watchnext_recommender::cpu::CpuPools::with_max_wait(
+        fanout.cpu_threads,
+        fanout.cpu_queue,
+        Duration::from_millis(fanout.cpu_max_queue_wait_ms),
+    );
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);

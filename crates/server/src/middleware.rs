@@ -17,6 +17,12 @@
 //!   queueing (a queue only turns overload into timeouts for everyone).
 //!   Health checks and reflection are never shed, so an overloaded pod is not
 //!   also declared dead by its liveness probe.
+//! - **Deadlines.** A call whose client deadline (`grpc-timeout`) passes
+//!   before its answer is answered `DEADLINE_EXCEEDED` by this layer, a
+//!   moment before the deadline (1/50 of it, 2–20 ms), rather than
+//!   `CANCELLED` by the transport's own timer (tonic's choice of code): a
+//!   client sees the status gRPC defines for a deadline, with a message
+//!   saying what to do.
 //! - **Metrics.** `watchnext_grpc_requests_total{rpc, code}` and
 //!   `watchnext_grpc_request_duration_seconds{rpc}`. Every watchnext RPC is
 //!   unary, so the gRPC status of a failed call is in the response headers
@@ -87,6 +93,32 @@ fn record(path: &str, code: tonic::Code, started: Instant) {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A `grpc-timeout` value as a duration (`100m`, `2S`, `500u`…); `None`
+/// when absent or malformed (then the call has no deadline).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3_600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// How long before the client's deadline this layer answers
+/// DEADLINE_EXCEEDED: ahead of the transport's own timer on the same clock.
+fn deadline_margin(deadline: Duration) -> Duration {
+    (deadline / 50).clamp(Duration::from_millis(2), Duration::from_millis(20))
+}
 
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for RpcService<S>
 where
@@ -172,7 +204,25 @@ where
                 Some(Ok(permit)) => Some(permit),
                 None => None,
             };
-            let response = inner.call(request).await?;
+            let deadline = if exempt(&path) { None } else { grpc_timeout(request.headers()) };
+            let response = match deadline {
+                None => inner.call(request).await?,
+                Some(deadline) => {
+                    let left = deadline.saturating_sub(deadline_margin(deadline)).saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, inner.call(request)).await {
+                        Ok(response) => response?,
+                        Err(_) => {
+                            record(&path, tonic::Code::DeadlineExceeded, started);
+                            let status = tonic::Status::deadline_exceeded(format!(
+                                "the client's deadline ({} ms) passed before the answer: the server is busy or the \
+                                 deadline is shorter than this call takes; retry with backoff or a longer deadline",
+                                deadline.as_millis()
+                            ));
+                            return Ok(status.into_http());
+                        }
+                    }
+                }
+            };
             let code = response
                 .headers()
                 .get("grpc-status")
@@ -221,6 +271,45 @@ mod tests {
                 "DEADLINE_EXCEEDED"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_deadline_exceeded_not_cancelled() {
+        let inner = tower::service_fn(|_r: http::Request<tonic::body::Body>| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        });
+        let mut svc = RpcLayer::new(4, Duration::from_secs(5), Auth::open()).layer(inner);
+        let with_deadline = |path: &str, timeout: &str| {
+            http::Request::builder()
+                .uri(path)
+                .header("grpc-timeout", timeout)
+                .body(tonic::body::Body::empty())
+                .expect("request")
+        };
+        let started = Instant::now();
+        let late = svc.ready().await.expect("ready").call(with_deadline("/watchnext.v1.Ranker/Rank", "100m"));
+        let late = late.await.expect("response");
+        assert_eq!(late.headers().get("grpc-status").map(|v| v.to_str().ok()), Some(Some("4")), "DEADLINE_EXCEEDED");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(90) && waited < Duration::from_millis(350), "{waited:?}");
+        // Time to spare: answered normally; health checks are never cut.
+        let ok = svc.ready().await.expect("ready").call(with_deadline("/watchnext.v1.Ranker/Rank", "5S"));
+        assert!(ok.await.expect("response").headers().get("grpc-status").is_none());
+        let health = svc.ready().await.expect("ready").call(with_deadline("/grpc.health.v1.Health/Check", "100m"));
+        assert!(health.await.expect("response").headers().get("grpc-status").is_none());
+    }
+
+    #[test]
+    fn grpc_timeout_units_and_margins() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("12x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(deadline_margin(Duration::from_millis(10)), Duration::from_millis(2));
+        assert_eq!(deadline_margin(Duration::from_millis(500)), Duration::from_millis(10));
+        assert_eq!(deadline_margin(Duration::from_secs(60)), Duration::from_millis(20));
     }
 
     #[tokio::test]

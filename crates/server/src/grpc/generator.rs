@@ -4,7 +4,7 @@
 //! `generate` reads indexes that are swapped atomically and answers in
 //! microseconds, so it runs inline on the async worker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 use watchnext_core::{InvalidRequest, Role, generator::Generator, request::Query};
@@ -84,6 +84,8 @@ impl GeneratorService {
 #[tonic::async_trait]
 impl CandidateGenerator for GeneratorService {
     async fn generate(&self, request: Request<GenerateRequest>) -> Result<Response<GenerateResponse>, Status> {
+        // The caller's deadline: a queue that would outlast it refuses at once.
+        let limit = super::recommender::grpc_timeout(request.metadata()).unwrap_or(Duration::MAX);
         let (role, generator) = self.pick(request.get_ref().generator)?;
         let role = *role;
         let (query, max) = Query::from_generate(request.get_ref(), self.max_candidates, super::now_ms())?;
@@ -97,7 +99,8 @@ impl CandidateGenerator for GeneratorService {
             .map_err(|why| super::missing(&format!("the {role} generator cannot answer yet: {why}")))?;
         let source = generator.source();
         let g = generator.clone();
-        let generated = self.pool.run(move || g.generate(&query, max)).await.map_err(super::pool_status)?;
+        let generated =
+            self.pool.run_within(limit, move || g.generate(&query, max)).await.map_err(super::pool_status)?;
         Ok(Response::new(GenerateResponse {
             generator: source as i32,
             candidates: generated

@@ -21,12 +21,15 @@ pub(crate) fn missing(what: &str) -> tonic::Status {
     tonic::Status::failed_precondition(what.to_owned())
 }
 
-/// How a CPU pool refusal reaches a client: a full pool is overload
-/// (RESOURCE_EXHAUSTED, retry with backoff); a panicking job is a bug.
+/// How a CPU pool refusal reaches a client: a full pool, or one whose
+/// queue would outlast the call's deadline, is overload (RESOURCE_EXHAUSTED,
+/// retry with backoff); a panicking job is a bug.
 pub(crate) fn pool_status(err: watchnext_recommender::cpu::PoolError) -> tonic::Status {
     use watchnext_recommender::cpu::PoolError;
     match err {
-        PoolError::Busy { .. } => tonic::Status::resource_exhausted(format!("{err}; retry with backoff")),
+        PoolError::Busy { .. } | PoolError::TooLate { .. } => {
+            tonic::Status::resource_exhausted(format!("{err}; retry with backoff"))
+        }
         PoolError::Panicked(_) | PoolError::Stopped => tonic::Status::internal(err.to_string()),
     }
 }

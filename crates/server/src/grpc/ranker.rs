@@ -1,7 +1,7 @@
 //! `watchnext.v1.Ranker`: point-wise multitask ranking. Scoring runs on the
 //! blocking pool (it takes milliseconds of CPU), never on an async worker.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};
 use watchnext_core::{model::TaskKind, request::Query};
@@ -43,9 +43,11 @@ impl RankerApi for RankerService {
         let version = request.get_ref().model_version.clone();
         let with_features = request.get_ref().return_features;
         let ranker = self.ranker.clone();
+        // The caller's deadline: a queue that would outlast it refuses at once.
+        let limit = super::recommender::grpc_timeout(request.metadata()).unwrap_or(Duration::MAX);
         let (scored, model) = self
             .pool
-            .run(move || {
+            .run_within(limit, move || {
                 let model = ranker.model(Some(&version))?;
                 let scored = ranker.rank(&query, &candidates, Some(&model.version))?;
                 Ok::<_, RankError>((scored, model))
