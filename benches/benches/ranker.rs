@@ -3,9 +3,10 @@
 //!
 //! - `ranker/ort_only/N`: ONNX Runtime alone on prebuilt features of N
 //!   candidates (N = 100, 500, 1,000) — the achieved multiply-adds per
-//!   second are printed against this machine's measured fp32 peak (164 G/s
-//!   on one vCPU, `shared/reference/machine-limits.md`, which counts, as we
-//!   do, one multiply-add as one operation: ~65% there is ~108 "GFLOP/s");
+//!   second are printed as a share of this machine's fp32 peak, measured
+//!   in the same run by [`watchnext_benches::peak`] (one multiply-add per
+//!   lane counted as one operation), and the int8 dot-product peak beside
+//!   it (what an INT8 graph could reach);
 //! - `ranker/features_only/N`: building the N feature rows with the shared
 //!   schema code;
 //! - `ranker/rank/N`: `Ranker::rank` (features + run + gate statistics);
@@ -48,8 +49,6 @@ use watchnext_trainer::{config::TrainerConfig, export, model::Model};
 use watchnext_world::{LoggingPolicy, World, WorldConfig, generate_logs};
 
 const SIZES: [usize; 3] = [100, 500, 1_000];
-/// fp32 FMA peak of one vCPU here (machine-limits.md).
-const PEAK_GFLOPS: f64 = 164.0;
 
 /// Multiply-adds per candidate of the serving graph of `c`.
 fn macs_per_row(c: &TrainerConfig) -> f64 {
@@ -158,6 +157,20 @@ fn bench(c: &mut Criterion) {
             sources: vec![Vote::new(if i % 3 == 0 { Source::Topic } else { Source::Cowatch }, 0.5, (i / 3 + 1) as u32)],
         })
         .collect();
+    // The peak in this run, before and after the ONNX Runtime timings (the
+    // larger of the two: a busy neighbour only lowers a measurement).
+    let peak_before = watchnext_benches::peak::fp32();
+    let int8 = watchnext_benches::peak::int8();
+    eprintln!(
+        "peak (this run, one thread): fp32 {:.1} G multiply-adds/s ({}); int8 {}",
+        peak_before.giga(),
+        peak_before.isa,
+        int8.map_or_else(
+            || "not measured (no AVX-512 VNNI)".to_owned(),
+            |r| format!("{:.1} G/s ({})", r.giga(), r.isa)
+        )
+    );
+    let mut ort_times = Vec::new();
     let macs = macs_per_row(&config);
     eprintln!("ranker: {:.3} M multiply-adds per candidate ({:.3} G for 500)", macs / 1e6, macs * 500.0 / 1e9);
 
@@ -176,16 +189,27 @@ fn bench(c: &mut Criterion) {
         let t = time(200, || {
             black_box(model.run(dense.clone(), sparse.clone(), n).expect("runs"));
         });
-        let gmacs = macs * n as f64 / t / 1e9;
-        eprintln!(
-            "ranker/{n}: ONNX Runtime {:.3} ms median = {gmacs:.1} G multiply-adds/s = {:.0}% of the measured \
-             {PEAK_GFLOPS} G/s fp32 peak (= {:.0} GFLOP/s counting 2 per multiply-add)",
-            t * 1e3,
-            100.0 * gmacs / PEAK_GFLOPS,
-            2.0 * gmacs
-        );
+        ort_times.push((n, t));
     }
     group.finish();
+    let peak_after = watchnext_benches::peak::fp32();
+    let peak = peak_before.giga().max(peak_after.giga());
+    eprintln!(
+        "peak fp32 before / after the runs: {:.1} / {:.1} G/s; shares below are of {peak:.1}",
+        peak_before.giga(),
+        peak_after.giga()
+    );
+    for (n, t) in ort_times {
+        let gmacs = macs * n as f64 / t / 1e9;
+        eprintln!(
+            "ranker/{n}: ONNX Runtime {:.3} ms median = {gmacs:.1} G multiply-adds/s = {:.0}% of the fp32 peak \
+             measured in this run (= {:.0} GFLOP/s counting 2 per multiply-add){}",
+            t * 1e3,
+            100.0 * gmacs / peak,
+            2.0 * gmacs,
+            int8.map_or_else(String::new, |r| format!("; {:.0}% of the int8 peak", 100.0 * gmacs / r.giga()))
+        );
+    }
     let (dense, sparse) = ranker.features(&q, &all);
     if let Some(report) = python_side_by_side(scratch.path(), &dense, &sparse) {
         for line in report.lines() {
