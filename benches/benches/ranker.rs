@@ -120,6 +120,10 @@ fn python_side_by_side(dir: &Path, dense: &[f32], sparse: &[i64]) -> Option<Stri
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+fn runtime_for_calibration() -> std::sync::Arc<watchnext_onnx::OnnxRuntime> {
+    watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default()).expect("ONNX Runtime")
+}
+
 fn bench(c: &mut Criterion) {
     let scratch = tempfile::tempdir().expect("scratch");
     let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())
@@ -174,6 +178,23 @@ fn bench(c: &mut Criterion) {
     let macs = macs_per_row(&config);
     eprintln!("ranker: {:.3} M multiply-adds per candidate ({:.3} G for 500)", macs / 1e6, macs * 500.0 / 1e9);
 
+    // The same model as an INT8 graph, calibrated on these rows.
+    let int8_model = {
+        let (dense, sparse) = ranker.features(&q, &all);
+        let fp32 = Model::new(&config, vec![0.0; DENSE_LEN], vec![1.0; DENSE_LEN], &vec![0.1; config.tasks.len()])
+            .expect("model");
+        // The same seed: the same weights as the fp32 graph above.
+        let calibration =
+            export::calibrate_rows(&runtime_for_calibration(), &fp32, &dense, &sparse).expect("calibrates");
+        let bytes = export::serving_graph_int8(&fp32, "bench-int8", &calibration).expect("int8 graph");
+        let manifest = export::manifest(&fp32, "bench-int8", Default::default());
+        let dir = scratch.path().join("models/bench-int8");
+        export::write_model_dir(&dir, &bytes, &manifest).expect("model dir");
+        ranker.load_dir(&dir).expect("loads the int8 graph");
+        ranker.model(Some("bench-int8")).expect("int8 loaded")
+    };
+    // The fp32 graph serves again (rank/ and recommend/ below use it).
+    ranker.load_dir(&dir).expect("fp32 active again");
     let mut group = c.benchmark_group("ranker");
     for n in SIZES {
         let cands = &all[..n];
@@ -186,9 +207,25 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("rank/{n}"), |b| {
             b.iter(|| black_box(ranker.rank(&q, cands, None).expect("ranks")))
         });
+        group.bench_function(format!("ort_only_int8/{n}"), |b| {
+            b.iter(|| black_box(int8_model.run(dense.clone(), sparse.clone(), n).expect("runs")));
+        });
         let t = time(200, || {
             black_box(model.run(dense.clone(), sparse.clone(), n).expect("runs"));
         });
+        let t8 = time(200, || {
+            black_box(int8_model.run(dense.clone(), sparse.clone(), n).expect("runs"));
+        });
+        let (p32, _) = model.run(dense.clone(), sparse.clone(), n).expect("runs");
+        let (p8, _) = int8_model.run(dense.clone(), sparse.clone(), n).expect("runs");
+        let gap = p32.iter().zip(&p8).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!(
+            "ranker/{n}: INT8 graph {:.3} ms vs fp32 {:.3} ms median, alternating: {:.2}x faster; largest prediction \
+             gap {gap:.4} (untrained weights)",
+            t8 * 1e3,
+            t * 1e3,
+            t / t8
+        );
         ort_times.push((n, t));
     }
     group.finish();

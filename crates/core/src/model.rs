@@ -106,6 +106,15 @@ pub struct ModelManifest {
     /// Offline metrics by name (e.g. `click.auc`).
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The graph's arithmetic: `fp32`, or `int8` (big matrix products in
+    /// 8-bit integers; then `metrics` also holds the fp32 graph's figures
+    /// as `fp32.<name>` and `calibration.rows`).
+    #[serde(default = "fp32")]
+    pub precision: String,
+}
+
+fn fp32() -> String {
+    "fp32".to_owned()
 }
 
 /// Why a model directory cannot be served.
@@ -248,6 +257,7 @@ mod tests {
             experts: 4,
             training: TrainingSummary::default(),
             metrics: BTreeMap::new(),
+            precision: "fp32".into(),
         }
     }
 

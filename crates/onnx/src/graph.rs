@@ -67,7 +67,12 @@ pub struct GraphBuilder {
     graph: GraphProto,
     metadata: Vec<(String, String)>,
     counter: usize,
+    /// Operator domains used besides the default one, with their versions.
+    domains: Vec<(String, i64)>,
 }
+
+/// ONNX Runtime's contributed operators (e.g. `MatMulIntegerToFloat`).
+pub const MICROSOFT_DOMAIN: &str = "com.microsoft";
 
 fn value_info(name: &str, elem: ElemType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
@@ -125,6 +130,32 @@ impl GraphBuilder {
         name.to_owned()
     }
 
+    /// Adds a uint8 constant (quantised activations' zero points) and
+    /// returns its name.
+    pub fn init_u8(&mut self, name: &str, dims: &[i64], values: &[u8]) -> String {
+        self.graph.initializer.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: DataType::Uint8 as i32,
+            name: name.to_owned(),
+            raw_data: values.to_vec(),
+            ..Default::default()
+        });
+        name.to_owned()
+    }
+
+    /// Adds an int8 constant (quantised weights) and returns its name.
+    pub fn init_i8(&mut self, name: &str, dims: &[i64], values: &[i8]) -> String {
+        debug_assert_eq!(dims.iter().product::<i64>() as usize, values.len(), "{name}: dims and data disagree");
+        self.graph.initializer.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: DataType::Int8 as i32,
+            name: name.to_owned(),
+            raw_data: values.iter().map(|v| v.to_le_bytes()[0]).collect(),
+            ..Default::default()
+        });
+        name.to_owned()
+    }
+
     /// Adds an int64 constant and returns its name.
     pub fn init_i64(&mut self, name: &str, dims: &[i64], values: &[i64]) -> String {
         let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -144,6 +175,19 @@ impl GraphBuilder {
         self.counter += 1;
         let out = format!("{hint}_{}", self.counter);
         self.op_named(op, inputs, attrs, &[&out]);
+        out
+    }
+
+    /// Adds a node of operator domain `domain` (version 1, e.g.
+    /// [`MICROSOFT_DOMAIN`]) and returns its output's name.
+    pub fn op_in(&mut self, domain: &str, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], hint: &str) -> String {
+        if !self.domains.iter().any(|(d, _)| d == domain) {
+            self.domains.push((domain.to_owned(), 1));
+        }
+        let out = self.op(op, inputs, attrs, hint);
+        if let Some(node) = self.graph.node.last_mut() {
+            node.domain = domain.to_owned();
+        }
         out
     }
 
@@ -187,7 +231,9 @@ impl GraphBuilder {
             producer_name: "watchnext".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(self.graph),
-            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            opset_import: std::iter::once(OperatorSetIdProto { domain: String::new(), version: OPSET })
+                .chain(self.domains.into_iter().map(|(domain, version)| OperatorSetIdProto { domain, version }))
+                .collect(),
             metadata_props: self
                 .metadata
                 .into_iter()

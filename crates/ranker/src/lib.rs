@@ -499,6 +499,7 @@ impl Ranker {
             version = %report.version,
             previous = report.previous.as_deref().unwrap_or(""),
             provider = %report.provider,
+            precision = %model.manifest.precision,
             seconds = report.seconds,
             "ranking model swapped in"
         );

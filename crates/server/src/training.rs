@@ -38,6 +38,11 @@ pub struct TrainArgs {
     /// trainer.gate_dropout
     #[arg(long)]
     pub gate_dropout: Option<f32>,
+    /// trainer.precision: `int8` writes the serving graph's big matrix
+    /// products in 8-bit integers, calibrated on training rows (about twice
+    /// as fast; the fp32 graph's test figures are printed beside it).
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Continue from the model directory's checkpoint (same config and data).
     #[arg(long)]
     pub resume: bool,
@@ -57,6 +62,7 @@ impl TrainArgs {
             epochs: Some(epochs),
             seed: None,
             gate_dropout: None,
+            precision: None,
             resume: false,
             quiet: false,
         }
@@ -67,6 +73,12 @@ impl TrainArgs {
 pub enum ArchitectureArg {
     Mmoe,
     SharedBottom,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Int8,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -237,6 +249,12 @@ pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
     if let Some(g) = args.gate_dropout {
         trainer.gate_dropout = g;
     }
+    if let Some(p) = args.precision {
+        trainer.precision = match p {
+            PrecisionArg::Fp32 => watchnext_trainer::config::Precision::Fp32,
+            PrecisionArg::Int8 => watchnext_trainer::config::Precision::Int8,
+        };
+    }
     trainer.validate().map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let data = DataDir::new(&config.data.dir);
     let kind = match trainer.architecture {
@@ -282,10 +300,25 @@ pub fn train(config: &Config, args: TrainArgs) -> anyhow::Result<()> {
             r.logged_rows
         );
     }
+    let manifest = watchnext_core::model::ModelManifest::read(&out)?;
+    if manifest.precision != "fp32" {
+        println!(
+            "  serving graph: {} (calibrated on {} training rows); the fp32 graph's figures in brackets",
+            manifest.precision,
+            manifest.metrics.get("calibration.rows").copied().unwrap_or(0.0)
+        );
+    }
+    let fp32 = |name: &str| {
+        manifest.metrics.get(&format!("fp32.{name}")).map_or_else(String::new, |v| format!(" [fp32 {v:.4}]"))
+    };
     for m in &outcome.test_metrics {
         match (m.auc, m.mse) {
-            (Some(auc), _) => println!("  {:<8} test AUC {auc:.4}  ({} rows)", m.task, m.rows),
-            (None, Some(mse)) => println!("  {:<8} test MSE {mse:.4}  ({} rows)", m.task, m.rows),
+            (Some(auc), _) => {
+                println!("  {:<8} test AUC {auc:.4}{}  ({} rows)", m.task, fp32(&format!("{}.auc", m.task)), m.rows);
+            }
+            (None, Some(mse)) => {
+                println!("  {:<8} test MSE {mse:.4}{}  ({} rows)", m.task, fp32(&format!("{}.mse", m.task)), m.rows);
+            }
             _ => println!("  {:<8} no test labels", m.task),
         }
     }

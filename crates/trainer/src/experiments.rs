@@ -87,7 +87,7 @@ fn score_one(
 ) -> Result<Scored, PipelineError> {
     let (model, report) = pipeline::fit(config, split, &TrainOptions::default())?;
     let (manifest, metrics, gates, predictions) =
-        pipeline::export_and_score(&model, dir, "compare", Default::default(), &split.test)?;
+        pipeline::export_and_score(&model, dir, "compare", Default::default(), &split.train, &split.test)?;
     let polarised = gates.iter().filter(|g| g.polarised).count();
     let mut ndcg = None;
     let mut bias = None;

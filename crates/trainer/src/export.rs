@@ -10,8 +10,29 @@
 //! matmul, batched towers, then a sigmoid on binary tasks (output
 //! `predictions`). In plain-input position mode, the "missing position"
 //! embedding row is a constant input block, expanded over the batch.
+//!
+//! # INT8
+//! [`serving_graph_int8`] writes the same network with its big matrix
+//! products in 8-bit integers — the shared bottom and every expert layer,
+//! about 95% of the default model's multiply-adds — and everything else
+//! (embeddings, gates, towers, the mixture) in fp32:
+//! - weights: symmetric int8, one scale per output channel (per expert for
+//!   the batched layers), `scale = max |w| / 127`;
+//! - activations: asymmetric uint8 with a zero point, one scale per layer
+//!   input, from the range [`calibrate`] measured by running the fp32 graph
+//!   on training rows (every range widened to hold 0);
+//! - each product is `QuantizeLinear` → ONNX Runtime's
+//!   `MatMulIntegerToFloat` (u8 × s8 → i32 with VNNI on x86, scaled by
+//!   `activation scale × weight scales` and biased in the same kernel).
+//!
+//! Inputs, outputs and names are those of the fp32 graph, so the ranker
+//! serves either, and an arm can pin one against the other. (The
+//! per-expert layers take their bias in a separate `Add`: the fused
+//! operator takes one bias row only.)
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
 
 use watchnext_core::{
     features::{DENSE_INPUT, DENSE_LEN, SPARSE_INPUT, SPARSE_LEN},
@@ -41,14 +62,145 @@ pub enum ExportError {
     Onnx(#[from] watchnext_onnx::OnnxError),
     #[error(transparent)]
     Manifest(#[from] watchnext_core::model::ManifestError),
+    #[error("INT8 calibration: {0}")]
+    Calibration(String),
 }
 
 fn dims(shape: &[usize]) -> Vec<i64> {
     shape.iter().map(|&d| d as i64).collect()
 }
 
+/// The value range of each quantised layer's input, measured on training
+/// rows with the fp32 graph (see the module documentation, "INT8").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Rows the ranges were measured on.
+    pub rows: usize,
+    /// Layer (`bottom`, `experts.0`, …) → (min, max) of its input.
+    pub ranges: BTreeMap<String, (f32, f32)>,
+}
+
+/// What a graph build writes.
+#[derive(Debug, Clone, Copy)]
+enum Mode<'a> {
+    /// The fp32 serving graph.
+    Fp32,
+    /// The fp32 graph with each quantisable layer's input as an extra output.
+    Taps,
+    /// The INT8 serving graph.
+    Int8(&'a Calibration),
+}
+
 /// The serving graph of `model`, encoded.
 pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, ExportError> {
+    build(model, model_version, Mode::Fp32).map(|(bytes, _)| bytes)
+}
+
+/// The INT8 serving graph of `model` with activation ranges `calibration`.
+pub fn serving_graph_int8(
+    model: &Model,
+    model_version: &str,
+    calibration: &Calibration,
+) -> Result<Vec<u8>, ExportError> {
+    build(model, model_version, Mode::Int8(calibration)).map(|(bytes, _)| bytes)
+}
+
+/// Measures the input range of every quantisable layer by running the fp32
+/// graph on the first `rows` of `examples` with ONNX Runtime.
+pub fn calibrate(
+    runtime: &watchnext_onnx::OnnxRuntime,
+    model: &Model,
+    examples: &crate::dataset::Examples,
+    rows: usize,
+) -> Result<Calibration, ExportError> {
+    let n = rows.min(examples.len);
+    calibrate_rows(runtime, model, &examples.dense[..n * DENSE_LEN], &examples.sparse[..n * SPARSE_LEN])
+}
+
+/// [`calibrate`] on feature rows (`dense`: rows × `DENSE_LEN`, `sparse`:
+/// rows × `SPARSE_LEN`), e.g. served ones.
+pub fn calibrate_rows(
+    runtime: &watchnext_onnx::OnnxRuntime,
+    model: &Model,
+    dense: &[f32],
+    sparse: &[i64],
+) -> Result<Calibration, ExportError> {
+    use ort::value::Tensor;
+    let (bytes, taps) = build(model, "calibration", Mode::Taps)?;
+    let mut loaded = runtime.load("calibration", &bytes, &watchnext_onnx::SessionOptions::default())?;
+    let run = |e: ort::Error| ExportError::Calibration(e.to_string());
+    let n = (dense.len() / DENSE_LEN).min(sparse.len() / SPARSE_LEN);
+    let mut ranges: BTreeMap<String, (f32, f32)> = BTreeMap::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + 2_048).min(n);
+        let b = end - start;
+        let d =
+            Tensor::from_array(([b, DENSE_LEN], dense[start * DENSE_LEN..end * DENSE_LEN].to_vec())).map_err(run)?;
+        let s = Tensor::from_array(([b, SPARSE_LEN], sparse[start * SPARSE_LEN..end * SPARSE_LEN].to_vec()))
+            .map_err(run)?;
+        let outputs = loaded.session.run(ort::inputs![DENSE_INPUT => d, SPARSE_INPUT => s]).map_err(run)?;
+        for (key, tensor) in &taps {
+            let (_, values) = outputs[tensor.as_str()].try_extract_tensor::<f32>().map_err(run)?;
+            let r = ranges.entry(key.clone()).or_insert((0.0, 0.0));
+            for &v in values {
+                if v.is_finite() {
+                    r.0 = r.0.min(v);
+                    r.1 = r.1.max(v);
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(Calibration { rows: n, ranges })
+}
+
+/// Symmetric per-output-channel int8 weights of `w` (`[.., in, out]`, the
+/// channels along the last axis, one set per leading batch slice): the
+/// quantised values and the scales (`[batch × out]`).
+fn quantise_weights(w: &[f32], shape: &[usize]) -> (Vec<i8>, Vec<f32>) {
+    let out = shape[shape.len() - 1];
+    let inp = shape[shape.len() - 2];
+    let slices = w.len() / (inp * out);
+    let mut scales = vec![0.0f32; slices * out];
+    for s in 0..slices {
+        for i in 0..inp {
+            for o in 0..out {
+                let v = w[(s * inp + i) * out + o].abs();
+                let m = &mut scales[s * out + o];
+                *m = m.max(v);
+            }
+        }
+    }
+    for m in &mut scales {
+        *m = if *m > 0.0 { *m / 127.0 } else { 1.0 };
+    }
+    let q = w
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let s = k / (inp * out);
+            let o = k % out;
+            (v / scales[s * out + o]).round().clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+/// Scale and zero point of an asymmetric uint8 activation over `(lo, hi)`
+/// (widened to hold 0, so that zero padding and ReLU's zeros are exact).
+fn activation_params(range: (f32, f32)) -> (f32, u8) {
+    let (lo, hi) = (range.0.min(0.0), range.1.max(0.0));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero)
+}
+
+/// An encoded graph and its taps: (layer, tensor) of each quantisable
+/// layer's input.
+type Built = (Vec<u8>, Vec<(String, String)>);
+
+fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, ExportError> {
     let c = &model.config;
     let t = c.tasks.len() as i64;
     let e = c.experts as i64;
@@ -87,26 +239,77 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let x = g.op("Concat", &refs, &[("axis", Attr::Int(1))], "input");
 
-    let (wb, wshape) = get("bottom.weight")?;
-    let (bb, _) = get("bottom.bias")?;
-    let (in_rows, bottom) = (wshape[0], wshape[1]);
-    let wb = g.init_f32("bottom_weight", &[in_rows as i64, bottom as i64], &wb);
-    let bb = g.init_f32("bottom_bias", &[bottom as i64], &bb);
-    let mm = g.op("MatMul", &[&x, &wb], &[], "bottom_mm");
-    let add = g.op("Add", &[&mm, &bb], &[], "bottom_add");
-    let h = g.op("Relu", &[&add], &[], "bottom");
-
-    let layer = |g: &mut GraphBuilder, input: &str, name: &str, relu: bool| -> Result<String, ExportError> {
+    // Each quantisable layer's input: (layer, tensor) for `Mode::Taps`.
+    let mut taps: Vec<(String, String)> = Vec::new();
+    let mut tap_dims: Vec<Vec<Dim>> = Vec::new();
+    // `input · weight + bias` (then ReLU): fp32, or in `Mode::Int8` for the
+    // layers `quantise` names, in 8-bit integers.
+    let layer = |g: &mut GraphBuilder,
+                 taps: &mut Vec<(String, String)>,
+                 tap_dims: &mut Vec<Vec<Dim>>,
+                 input: &str,
+                 name: &str,
+                 relu: bool,
+                 quantise: bool|
+     -> Result<String, ExportError> {
         let (w, ws) = get(&format!("{name}.weight"))?;
         let (b, bs) = get(&format!("{name}.bias"))?;
         let key = name.replace('.', "_");
-        let w = g.init_f32(&format!("{key}_weight"), &dims(&ws), &w);
         let b = g.init_f32(&format!("{key}_bias"), &dims(&bs), &b);
-        let mm = g.op("MatMul", &[input, &w], &[], &format!("{key}_mm"));
+        let mm = match mode {
+            Mode::Int8(calibration) if quantise => {
+                let range = calibration
+                    .ranges
+                    .get(name)
+                    .copied()
+                    .ok_or_else(|| ExportError::Calibration(format!("no calibrated range for layer `{name}`")))?;
+                let (sx, zx) = activation_params(range);
+                let (wq, sw) = quantise_weights(&w, &ws);
+                let out = ws[ws.len() - 1];
+                let scale_dims: Vec<i64> =
+                    if ws.len() == 3 { vec![ws[0] as i64, 1, out as i64] } else { vec![out as i64] };
+                let scales: Vec<f32> = sw.iter().map(|s| s * sx).collect();
+                let sx = g.init_f32(&format!("{key}_x_scale"), &[], &[sx]);
+                let zx = g.init_u8(&format!("{key}_x_zero"), &[], &[zx]);
+                let wq = g.init_i8(&format!("{key}_weight_q"), &dims(&ws), &wq);
+                let scales = g.init_f32(&format!("{key}_scales"), &scale_dims, &scales);
+                let xq = g.op("QuantizeLinear", &[input, &sx, &zx], &[], &format!("{key}_xq"));
+                // One fused kernel: integer product and per-column scales
+                // (ONNX Runtime's contributed operator), with the bias too
+                // where it is one row (it takes no per-expert bias).
+                let one = g.init_f32(&format!("{key}_one"), &[], &[1.0]);
+                let fused_bias = ws.len() == 2;
+                let y = g.op_in(
+                    watchnext_onnx::graph::MICROSOFT_DOMAIN,
+                    "MatMulIntegerToFloat",
+                    &[&xq, &wq, &one, &scales, &zx, "", if fused_bias { &b } else { "" }],
+                    &[],
+                    &format!("{key}_mm"),
+                );
+                if fused_bias {
+                    return Ok(if relu { g.op("Relu", &[&y], &[], &key) } else { y });
+                }
+                y
+            }
+            _ => {
+                if quantise && matches!(mode, Mode::Taps) {
+                    taps.push((name.to_owned(), input.to_owned()));
+                    let width = Dim::Fixed(ws[ws.len() - 2] as i64);
+                    tap_dims.push(if ws.len() == 3 {
+                        vec![Dim::Fixed(ws[0] as i64), Dim::Dynamic("batch"), width]
+                    } else {
+                        vec![Dim::Dynamic("batch"), width]
+                    });
+                }
+                let w = g.init_f32(&format!("{key}_weight"), &dims(&ws), &w);
+                g.op("MatMul", &[input, &w], &[], &format!("{key}_mm"))
+            }
+        };
         let add = g.op("Add", &[&mm, &b], &[], &format!("{key}_add"));
         Ok(if relu { g.op("Relu", &[&add], &[], &key) } else { add })
     };
-    let mut z = layer(&mut g, &h, "experts.0", true)?;
+    let h = layer(&mut g, &mut taps, &mut tap_dims, &x, "bottom", true, true)?;
+    let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
     let towers_in = match c.architecture {
         Architecture::Mmoe => {
             let first = c.expert_layers[0] as i64;
@@ -114,10 +317,10 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
             let r = g.op("Reshape", &[&z, &shape], &[], "experts_split");
             z = g.op("Transpose", &[&r], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_major");
             for l in 1..c.expert_layers.len() {
-                z = layer(&mut g, &z, &format!("experts.{l}"), true)?;
+                z = layer(&mut g, &mut taps, &mut tap_dims, &z, &format!("experts.{l}"), true, true)?;
             }
             let experts = g.op("Transpose", &[&z], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_out");
-            let logits = layer(&mut g, &h, "gates", false)?;
+            let logits = layer(&mut g, &mut taps, &mut tap_dims, &h, "gates", false, false)?;
             let gshape = g.init_i64("gates_shape", &[3], &[-1, t, e]);
             let logits = g.op("Reshape", &[&logits, &gshape], &[], "gate_logits");
             g.op_named("Softmax", &[&logits], &[("axis", Attr::Int(-1))], &[GATES_OUTPUT]);
@@ -126,7 +329,7 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
         }
         Architecture::SharedBottom => {
             for l in 1..c.expert_layers.len() {
-                z = layer(&mut g, &z, &format!("experts.{l}"), true)?;
+                z = layer(&mut g, &mut taps, &mut tap_dims, &z, &format!("experts.{l}"), true, true)?;
             }
             // [B, H] · [T, H, o] broadcasts to [T, B, o], as in training.
             z
@@ -135,7 +338,7 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
     let mut y = towers_in;
     let layers = c.tower_layers.len() + 1;
     for l in 0..layers {
-        y = layer(&mut g, &y, &format!("towers.{l}"), l + 1 < layers)?;
+        y = layer(&mut g, &mut taps, &mut tap_dims, &y, &format!("towers.{l}"), l + 1 < layers, false)?;
     }
     let tshape = g.init_i64("towers_shape", &[2], &[t, -1]);
     let y = g.op("Reshape", &[&y, &tshape], &[], "task_major");
@@ -152,9 +355,16 @@ pub fn serving_graph(model: &Model, model_version: &str) -> Result<Vec<u8>, Expo
     if c.architecture == Architecture::Mmoe {
         g.output(GATES_OUTPUT, ElemType::F32, &[Dim::Dynamic("batch"), Dim::Fixed(t), Dim::Fixed(e)]);
     }
+    for ((_, tensor), d) in taps.iter().zip(&tap_dims) {
+        g.output(tensor, ElemType::F32, d);
+    }
     g.metadata("model_version", model_version);
     g.metadata("feature_schema", model.schema.hash());
-    Ok(g.to_bytes())
+    if let Mode::Int8(calibration) = mode {
+        g.metadata("precision", "int8");
+        g.metadata("calibration_rows", &calibration.rows.to_string());
+    }
+    Ok((g.to_bytes(), taps))
 }
 
 /// The manifest of `model`.
@@ -184,6 +394,7 @@ pub fn manifest(model: &Model, model_version: &str, training: TrainingSummary) -
         experts,
         training,
         metrics: Default::default(),
+        precision: "fp32".into(),
     }
 }
 

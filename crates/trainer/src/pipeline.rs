@@ -27,11 +27,14 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use watchnext_core::model::{ModelManifest, TrainingSummary};
+use watchnext_core::{
+    features::{DENSE_LEN, SPARSE_LEN},
+    model::{ModelManifest, TrainingSummary},
+};
 use watchnext_world::{World, WorldConfig};
 
 use crate::{
-    config::{PositionMode, TrainerConfig},
+    config::{PositionMode, Precision, TrainerConfig},
     dataset::{self, DatasetSummary, Examples},
     evaluate::{self, BIAS_TOWER_FILE, BiasCurve, BiasTower, GateUtilisation, TaskMetric},
     export,
@@ -175,23 +178,45 @@ pub fn fit(
 }
 
 /// Exports `model` into `dir` and evaluates the exported graph on `test`.
+/// With `precision = int8` the fp32 graph is scored first (its figures go
+/// to the manifest as `fp32.<name>`), then the INT8 graph, calibrated on
+/// rows of `train`, replaces it and is what the figures describe.
 pub fn export_and_score(
     model: &Model,
     dir: &Path,
     version: &str,
     training: TrainingSummary,
+    train: &Examples,
     test: &Examples,
 ) -> Result<(ModelManifest, Vec<TaskMetric>, Vec<GateUtilisation>, evaluate::Predictions), PipelineError> {
     let bytes = export::serving_graph(model, version)?;
     let mut manifest = export::manifest(model, version, training);
     std::fs::create_dir_all(dir).map_err(|e| PipelineError::File { path: dir.to_owned(), problem: e.to_string() })?;
-    watchnext_onnx::graph::write_model(&dir.join(watchnext_core::model::MODEL_FILE), &bytes)?;
+    let model_file = dir.join(watchnext_core::model::MODEL_FILE);
+    watchnext_onnx::graph::write_model(&model_file, &bytes)?;
     write_json(&dir.join(CONFIG_FILE), &model.config)?;
     if let Some(tower) = model.bias_tower() {
         write_json(&dir.join(BIAS_TOWER_FILE), &tower)?;
     }
     let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())?;
-    let predictions = evaluate::predict(&runtime, dir, &manifest, test, 4_096)?;
+    let mut predictions = evaluate::predict(&runtime, dir, &manifest, test, 4_096)?;
+    if model.config.precision == Precision::Int8 {
+        for m in evaluate::task_metrics(&manifest, test, &predictions) {
+            if let Some(auc) = m.auc {
+                manifest.metrics.insert(format!("fp32.{}.auc", m.task), auc);
+            }
+            if let Some(mse) = m.mse {
+                manifest.metrics.insert(format!("fp32.{}.mse", m.task), mse);
+            }
+        }
+        let (dense, sparse) = spread_rows(train, model.config.calibration_rows);
+        let calibration = export::calibrate_rows(&runtime, model, &dense, &sparse)?;
+        let int8 = export::serving_graph_int8(model, version, &calibration)?;
+        watchnext_onnx::graph::write_model(&model_file, &int8)?;
+        manifest.precision = "int8".into();
+        manifest.metrics.insert("calibration.rows".into(), calibration.rows as f64);
+        predictions = evaluate::predict(&runtime, dir, &manifest, test, 4_096)?;
+    }
     let metrics = evaluate::task_metrics(&manifest, test, &predictions);
     let gates = evaluate::gate_report(&manifest, &predictions);
     for m in &metrics {
@@ -206,6 +231,18 @@ pub fn export_and_score(
     manifest.check(&model.schema)?;
     manifest.write(dir)?;
     Ok((manifest, metrics, gates, predictions))
+}
+
+/// Up to `n` rows of `ex` spread evenly over it (every k-th), as flat
+/// dense and sparse features.
+fn spread_rows(ex: &Examples, n: usize) -> (Vec<f32>, Vec<i64>) {
+    let step = ex.len.div_ceil(n.max(1)).max(1);
+    let (mut dense, mut sparse) = (Vec::new(), Vec::new());
+    for i in (0..ex.len).step_by(step) {
+        dense.extend_from_slice(&ex.dense[i * DENSE_LEN..(i + 1) * DENSE_LEN]);
+        sparse.extend_from_slice(&ex.sparse[i * SPARSE_LEN..(i + 1) * SPARSE_LEN]);
+    }
+    (dense, sparse)
 }
 
 /// `watchnext train`.
@@ -242,7 +279,7 @@ pub fn run_training(run: &TrainRun, loader: &dyn ExampleLoader) -> Result<TrainO
         details,
     };
     let (_, test_metrics, gates, _) =
-        export_and_score(&model, &run.out_dir, &run.model_version, training, &split.test)?;
+        export_and_score(&model, &run.out_dir, &run.model_version, training, &split.train, &split.test)?;
     Ok(TrainOutcome {
         model_dir: run.out_dir.clone(),
         model_version: run.model_version.clone(),

@@ -208,6 +208,74 @@ fn the_exported_graph_matches_the_trainer_and_has_no_position_input() {
 }
 
 #[test]
+fn the_int8_graph_runs_integer_products_and_stays_close_to_fp32() {
+    for architecture in [Architecture::Mmoe, Architecture::SharedBottom] {
+        let mut config = tiny_config(architecture, PositionMode::ShallowTower);
+        config.max_epochs = 2;
+        let (tr, va) = (synthetic(1_500, 4), synthetic(300, 5));
+        let model = model_for(&config, &tr);
+        train::train(&model, &tr, &va, &TrainOptions::default()).unwrap();
+        let runtime = watchnext_onnx::OnnxRuntime::init(&watchnext_core::config::OnnxConfig::default())
+            .expect("ONNX Runtime (run scripts/setup.sh)");
+        let calibration = export::calibrate(&runtime, &model, &tr, 1_000).unwrap();
+        assert_eq!(calibration.rows, 1_000);
+        let layers: Vec<&str> = calibration.ranges.keys().map(String::as_str).collect();
+        assert_eq!(layers, ["bottom", "experts.0", "experts.1"], "{architecture:?}");
+        let (lo, hi) = calibration.ranges["experts.0"];
+        assert!(lo >= 0.0 && hi > 0.0, "a ReLU output: {lo}..{hi}");
+        let bottom = calibration.ranges["bottom"];
+        assert!(bottom.0 < 0.0 && bottom.1 > 0.0, "standardised inputs: {bottom:?}");
+
+        let int8 = export::serving_graph_int8(&model, "int8-test", &calibration).unwrap();
+        let proto = watchnext_onnx::graph::proto::ModelProto::decode(int8.as_slice()).expect("decodes");
+        let graph = proto.graph.expect("graph");
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+        let integer = ops.iter().filter(|o| **o == "MatMulIntegerToFloat").count();
+        assert_eq!(integer, 3, "{architecture:?}: bottom and both expert layers in integers: {ops:?}");
+        assert_eq!(
+            ops.iter().filter(|o| **o == "MatMul").count(),
+            2 + 2 * usize::from(architecture == Architecture::Mmoe),
+            "{architecture:?}: towers (and gates, mixture) stay fp32: {ops:?}"
+        );
+        let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+        let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(inputs, ["dense", "sparse"]);
+        let mmoe = architecture == Architecture::Mmoe;
+        assert_eq!(outputs, if mmoe { vec!["predictions", "gates"] } else { vec!["predictions"] });
+        assert!(proto.metadata_props.iter().any(|p| p.key == "precision" && p.value == "int8"));
+
+        let fp32 = export::serving_graph(&model, "fp32").unwrap();
+        let (want, _) = run_ort(&fp32, &va.dense, &va.sparse, va.len, mmoe);
+        let (got, _) = run_ort(&int8, &va.dense, &va.sparse, va.len, mmoe);
+        assert_eq!(got.len(), want.len());
+        // Click probabilities (task 0) within 0.02 (0.005 on average), log1p
+        // watch (task 1) within 5% of its spread (1% on average): 8-bit
+        // rounding through three layers as narrow as 8 units, not a wrong
+        // scale (which is off by the spread itself).
+        let spread = want.iter().skip(1).step_by(2).fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+        let mean_watch: f32 =
+            got.iter().zip(&want).skip(1).step_by(2).map(|(g, w)| (g - w).abs()).sum::<f32>() / va.len as f32;
+        let worst_watch = got.iter().zip(&want).skip(1).step_by(2).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+        assert!(
+            mean_watch <= 0.01 * spread && worst_watch <= 0.05 * spread,
+            "{architecture:?}: log1p watch off by {mean_watch} on average, {worst_watch} at worst (spread {spread})"
+        );
+        let (mut worst_click, mut mean_click) = (0.0f32, 0.0f32);
+        for (g, w) in got.iter().zip(&want).step_by(2) {
+            let d = (g - w).abs();
+            worst_click = worst_click.max(d);
+            mean_click += d / va.len as f32;
+        }
+        assert!(worst_click < 0.02 && mean_click < 0.005, "{architecture:?}: worst {worst_click}, mean {mean_click}");
+        // A graph quantised with a missing range is refused, not guessed.
+        let mut partial = calibration.clone();
+        partial.ranges.remove("experts.1");
+        let err = export::serving_graph_int8(&model, "x", &partial).unwrap_err().to_string();
+        assert!(err.contains("experts.1"), "{err}");
+    }
+}
+
+#[test]
 fn the_model_directory_passes_the_contract_check_and_only_for_its_schema() {
     let config = tiny_config(Architecture::Mmoe, PositionMode::ShallowTower);
     let ex = synthetic(200, 6);

@@ -96,7 +96,7 @@ fn the_exported_graph_matches_the_trainer_on_real_rows() {
     let (model, _) = pipeline::fit(&config, &split, &TrainOptions::default()).unwrap();
     let dir = tmp.path().join("m");
     let (manifest, _, _, onnx) =
-        pipeline::export_and_score(&model, &dir, "parity", Default::default(), &split.test).unwrap();
+        pipeline::export_and_score(&model, &dir, "parity", Default::default(), &split.train, &split.test).unwrap();
     let batch = model.batch(&split.test, 0, split.test.len, None).unwrap();
     let fwd = model.forward(&batch, false).unwrap();
     let ours = model.predictions(&fwd.main).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -106,6 +106,41 @@ fn the_exported_graph_matches_the_trainer_on_real_rows() {
         // 1e-5 relative, with an absolute floor of 1e-6 for outputs near zero.
         assert!((a - b).abs() <= 1e-5 * a.abs().max(b.abs()) + 1e-6, "row {i}: onnx {a} vs trainer {b}");
     }
+}
+
+#[test]
+fn an_int8_export_keeps_the_fp32_figures_beside_its_own_and_stays_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    toy_data(tmp.path());
+    let config = TrainerConfig {
+        max_epochs: 1,
+        precision: watchnext_trainer::config::Precision::Int8,
+        calibration_rows: 2_000,
+        ..small_config()
+    };
+    let (split, _) = pipeline::load_split(tmp.path(), &config, &LOGGED, false).unwrap();
+    let (model, _) = pipeline::fit(&config, &split, &TrainOptions::default()).unwrap();
+    let dir = tmp.path().join("m8");
+    let (manifest, metrics, _, _) =
+        pipeline::export_and_score(&model, &dir, "int8", Default::default(), &split.train, &split.test).unwrap();
+    assert_eq!(manifest.precision, "int8");
+    assert_eq!(ModelManifest::read(&dir).unwrap().precision, "int8", "written to the directory too");
+    // Every k-th training row: at most the rows asked for, and most of them.
+    let rows = manifest.metrics["calibration.rows"];
+    assert!((1_500.0..=2_000.0).contains(&rows), "{rows} calibration rows");
+    for m in &metrics {
+        if let Some(auc) = m.auc {
+            let fp32 = manifest.metrics[&format!("fp32.{}.auc", m.task)];
+            assert!((auc - fp32).abs() < 0.01, "{}: int8 AUC {auc} vs fp32 {fp32}", m.task);
+        }
+        if let Some(mse) = m.mse {
+            let fp32 = manifest.metrics[&format!("fp32.{}.mse", m.task)];
+            assert!((mse - fp32).abs() <= 0.05 * fp32, "{}: int8 MSE {mse} vs fp32 {fp32}", m.task);
+        }
+    }
+    let bytes = std::fs::read(dir.join(MODEL_FILE)).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("MatMulIntegerToFloat"), "the directory holds the INT8 graph");
 }
 
 #[test]
