@@ -132,7 +132,7 @@ pub fn write_videos(path: &Path, videos: &[Video]) -> Result<(), CatalogError> {
     let io_err = |source| CatalogError::Io { path: p.clone(), source };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", CATALOG_FILE, std::process::id()));
+    let tmp = dir.join(format!(".{}.tmp-{}", CATALOG_FILE, crate::fsutil::writer_tag()));
     let result = (|| {
         let mut out = BufWriter::new(File::create(&tmp)?);
         for v in videos {

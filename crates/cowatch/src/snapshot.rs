@@ -11,10 +11,7 @@ use std::{
     fs::{self, File},
     io::{self, BufWriter, Read, Write},
     path::{Path, PathBuf},
-    sync::{
-        PoisonError,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{PoisonError, atomic::Ordering::Relaxed},
 };
 
 use watchnext_core::ids::{UserId, VideoId};
@@ -79,9 +76,6 @@ impl<W: Write> Write for CrcWriter<W> {
     }
 }
 
-/// Distinguishes temporary files of concurrent snapshots in one process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl CowatchGenerator {
     /// Writes the tables and user windows to `path` crash-safely (temporary
     /// file in the same folder, fsync, rename, fsync of the folder), recording
@@ -97,12 +91,7 @@ impl CowatchGenerator {
             .file_name()
             .ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "the snapshot path has no file name")))?;
         fs::create_dir_all(dir).map_err(io_err)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Relaxed)
-        ));
+        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), watchnext_core::fsutil::writer_tag()));
         let result = (|| {
             let file = File::create(&tmp)?;
             let mut out = CrcWriter { inner: BufWriter::with_capacity(1 << 20, file), crc: 0, written: 0 };
