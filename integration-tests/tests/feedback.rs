@@ -15,6 +15,7 @@ fn click(user: &str, video: &str) -> FeedbackEvent {
         timestamp_ms: 1_700_000_000_000,
         device: pb::DeviceType::Phone as i32,
         event: Some(Event::Click(pb::Click {})),
+        ..Default::default()
     }
 }
 

@@ -55,6 +55,7 @@ pub struct Config {
     pub ranker: RankerConfig,
     pub feedback: FeedbackConfig,
     pub data: DataConfig,
+    pub event_log: EventLogConfig,
     pub endpoints: EndpointsConfig,
     /// `watchnext train`'s settings (tasks, architecture, schedule…), checked
     /// by the trainer; empty means its defaults.
@@ -463,6 +464,69 @@ impl Default for DataConfig {
     }
 }
 
+/// Which event stream holds the feedback log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLogBackend {
+    /// Segment files under `data.dir` (one machine; the default).
+    #[default]
+    Embedded,
+    /// A NATS JetStream stream (`[event_log.nats]`), which every role
+    /// writes to and follows itself.
+    Nats,
+}
+
+/// `[event_log]`: where events are appended and followed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventLogConfig {
+    pub backend: EventLogBackend,
+    pub nats: NatsConfig,
+}
+
+/// `[event_log.nats]`: the JetStream stream and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
+    pub url: String,
+    /// JetStream stream name; created on first use when missing.
+    pub stream: String,
+    /// The one subject events are published on (the stream's subject).
+    pub subject: String,
+    /// Copies JetStream keeps of each event (1, or 3 on a 3-node cluster).
+    pub replicas: u32,
+    /// Events older than this are dropped by the stream; 0 keeps them all.
+    pub max_age_days: u32,
+    /// Window within which a repeated event id is stored once, in seconds.
+    pub duplicate_window_seconds: u64,
+    /// How long a write waits for JetStream's acknowledgement.
+    pub ack_timeout_ms: u64,
+    /// A NATS `.creds` file (JWT + NKey seed); empty = none.
+    pub credentials_file: String,
+    /// A file holding a token (`nats://` token auth); empty = none.
+    pub token_file: String,
+    /// CA bundle to verify a `tls://` server with; empty = system roots.
+    pub ca_file: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "WATCHNEXT_EVENTS".into(),
+            subject: "watchnext.events".into(),
+            replicas: 1,
+            max_age_days: 0,
+            duplicate_window_seconds: 120,
+            ack_timeout_ms: 5_000,
+            credentials_file: String::new(),
+            token_file: String::new(),
+            ca_file: String::new(),
+        }
+    }
+}
+
 /// Where a split deployment finds the other roles (`http://host:port`).
 /// Empty means "in this process" (only valid with `server.role = "all"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -502,6 +566,43 @@ impl Config {
     }
 
     /// Checks the values that types alone cannot.
+    fn check_event_log(&self) -> Result<(), ConfigError> {
+        let n = &self.event_log.nats;
+        if self.event_log.backend != EventLogBackend::Nats {
+            return Ok(());
+        }
+        if n.url.trim().is_empty() {
+            return Err(invalid("event_log.nats.url", "is empty; e.g. nats://127.0.0.1:4222"));
+        }
+        let token_ok =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token_ok(&n.stream) {
+            return Err(invalid(
+                "event_log.nats.stream",
+                "must be letters, digits, '_' or '-' (a JetStream stream name)",
+            ));
+        }
+        if n.subject.is_empty() || n.subject.split('.').any(|t| !token_ok(t)) {
+            return Err(invalid(
+                "event_log.nats.subject",
+                "must be dot-separated tokens of letters, digits, '_' or '-' (no wildcards)",
+            ));
+        }
+        if !(1..=5).contains(&n.replicas) {
+            return Err(invalid("event_log.nats.replicas", "must be between 1 and 5"));
+        }
+        if !(1..=86_400).contains(&n.duplicate_window_seconds) {
+            return Err(invalid("event_log.nats.duplicate_window_seconds", "must be between 1 and 86400"));
+        }
+        if !(100..=600_000).contains(&n.ack_timeout_ms) {
+            return Err(invalid("event_log.nats.ack_timeout_ms", "must be between 100 and 600000"));
+        }
+        if !n.credentials_file.is_empty() && !n.token_file.is_empty() {
+            return Err(invalid("event_log.nats.token_file", "set either credentials_file or token_file, not both"));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("server.listen", &self.server.listen)?;
         if !self.server.metrics_listen.is_empty() {
@@ -524,6 +625,7 @@ impl Config {
                 return Err(invalid(key, format!("is {value}; must be between {min} and {max}")));
             }
         }
+        self.check_event_log()?;
         if self.server.max_message_bytes < 64 * 1024 {
             return Err(invalid("server.max_message_bytes", "must be at least 65536"));
         }
@@ -737,39 +839,42 @@ mod deploy_tests {
     use super::*;
 
     /// The `watchnext.toml: |` blocks of the Kubernetes manifests, de-indented.
-    fn embedded_configs(manifest: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut lines = manifest.lines().peekable();
-        while let Some(line) = lines.next() {
-            if line.trim() == "watchnext.toml: |" {
-                let mut block = String::new();
-                while let Some(next) = lines.peek() {
-                    if !(next.starts_with("    ") || next.trim().is_empty()) {
-                        break;
-                    }
-                    block.push_str(next.get(4..).unwrap_or(""));
-                    block.push('\n');
-                    lines.next();
-                }
-                out.push(block);
-            }
-        }
-        out
-    }
-
     #[test]
     fn the_kubernetes_manifests_carry_valid_configs() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
-        for name in ["all-in-one.yaml", "split.yaml"] {
-            let manifest = std::fs::read_to_string(dir.join(name)).unwrap();
-            let configs = embedded_configs(&manifest);
-            assert_eq!(configs.len(), 1, "{name}");
-            let tmp = tempfile::NamedTempFile::new().unwrap();
-            std::fs::write(tmp.path(), &configs[0]).unwrap();
+        for (name, backend) in [
+            ("base/watchnext.toml", EventLogBackend::Embedded),
+            ("overlays/split-cpu/watchnext.toml", EventLogBackend::Nats),
+        ] {
             let env = Env::prefixed("WATCHNEXT_TEST_UNSET_PREFIX__").split("__");
-            let config = Config::load_with_env(Some(tmp.path()), env, &[])
-                .unwrap_or_else(|e| panic!("{name}: {e}\n{}", configs[0]));
+            let config =
+                Config::load_with_env(Some(&dir.join(name)), env, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(config.server.listen, "0.0.0.0:50051", "{name}");
+            assert_eq!(config.event_log.backend, backend, "{name}");
         }
+    }
+
+    #[test]
+    fn a_nats_event_log_needs_a_usable_stream_and_subject() {
+        let load = |toml: &str| {
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), toml).unwrap();
+            let env = Env::prefixed("WATCHNEXT_TEST_UNSET_PREFIX__").split("__");
+            Config::load_with_env(Some(tmp.path()), env, &[])
+        };
+        let ok = load("[event_log]\nbackend = \"nats\"\n").unwrap();
+        assert_eq!(ok.event_log.nats.subject, "watchnext.events");
+        for (bad, key) in [
+            ("[event_log]\nbackend = \"nats\"\n[event_log.nats]\nstream = \"a.b\"\n", "event_log.nats.stream"),
+            ("[event_log]\nbackend = \"nats\"\n[event_log.nats]\nsubject = \"events.>\"\n", "event_log.nats.subject"),
+            ("[event_log]\nbackend = \"nats\"\n[event_log.nats]\nreplicas = 0\n", "event_log.nats.replicas"),
+            ("[event_log]\nbackend = \"nats\"\n[event_log.nats]\nurl = \" \"\n", "event_log.nats.url"),
+        ] {
+            let err = load(bad).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        // The embedded default ignores the NATS section.
+        assert!(load("[event_log.nats]\nreplicas = 0\n").is_ok());
+        assert!(load("[event_log]\nbackend = \"kafka\"\n").is_err());
     }
 }

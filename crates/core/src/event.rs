@@ -151,6 +151,12 @@ fn source_from_proto(field: &str, p: &pb::Provenance) -> Result<Vote, InvalidReq
 }
 
 impl Event {
+    /// The event's [`content_id`]: its id in the event stream when no
+    /// client gave one (impressions, imports).
+    pub fn content_id(&self) -> String {
+        content_id(&prost::Message::encode_to_vec(&self.to_proto()))
+    }
+
     /// Validates a wire event; `now_ms` fills a missing timestamp.
     pub fn from_proto(event: &pb::FeedbackEvent, now_ms: i64) -> Result<Self, InvalidRequest> {
         let user = UserId::parse("user_id", &event.user_id)?;
@@ -162,6 +168,7 @@ impl Event {
         if event.request_id.len() > MAX_ID_BYTES || event.request_id.chars().any(char::is_control) {
             return Err(InvalidRequest::new("request_id", "must be at most 256 printable bytes"));
         }
+        check_event_id(&event.event_id)?;
         let kind = match &event.event {
             None => {
                 return Err(InvalidRequest::new(
@@ -268,6 +275,7 @@ impl Event {
             video_id: self.video.as_str().to_owned(),
             timestamp_ms: self.timestamp_ms,
             device: self.device.to_proto() as i32,
+            event_id: String::new(),
             event: Some(event),
         }
     }
@@ -383,6 +391,40 @@ pub fn check_ingest(
         ));
     }
     Ok(())
+}
+
+/// Longest client `event_id` accepted, in bytes.
+pub const MAX_EVENT_ID_BYTES: usize = 128;
+
+fn check_event_id(id: &str) -> Result<(), InvalidRequest> {
+    if id.len() > MAX_EVENT_ID_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InvalidRequest::new(
+            "event_id",
+            format!("must be at most {MAX_EVENT_ID_BYTES} printable ASCII characters without spaces (a UUID, say)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The id the event stream deduplicates a wire event on: the client's
+/// `event_id`, or one derived from the event's encoding as sent (so a
+/// byte-identical retry gets the same id). Call after validation.
+pub fn event_id(event: &pb::FeedbackEvent) -> String {
+    if event.event_id.is_empty() { content_id(&prost::Message::encode_to_vec(event)) } else { event.event_id.clone() }
+}
+
+/// A 128-bit content id of `bytes`: two independently keyed SipHash
+/// digests, as 32 hex digits after `c-`. Stable for a given build; ids only
+/// need to agree within the event stream's duplicate window.
+pub fn content_id(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let digest = |key: u8| {
+        #[allow(deprecated)] // SipHasher: keyed, deterministic, in std
+        let mut h = std::hash::SipHasher::new_with_keys(u64::from(key), 0x7761_7463_686e_6578);
+        bytes.hash(&mut h);
+        h.finish()
+    };
+    format!("c-{:016x}{:016x}", digest(1), digest(2))
 }
 
 /// Validates a `Record` batch: its size, the event rules and the

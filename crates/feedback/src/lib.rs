@@ -46,6 +46,12 @@
 //! written. Bulk producers write through [`LogSink`], an
 //! [`EventSink`](watchnext_core::event::EventSink) that sends large batches.
 //!
+//! # One interface over backends ([`stream`])
+//!
+//! [`EventStream`]: append durably, follow from a sequence number, health.
+//! The log above implements it; so does the NATS JetStream backend
+//! (`watchnext-nats`), for deployments that outgrow one machine.
+//!
 //! # The join ([`join`])
 //!
 //! Impressions ⋈ outcomes → [`TrainingRow`]s, streaming, in one pass over
@@ -68,7 +74,9 @@ pub mod join;
 pub mod log;
 pub mod parquet;
 pub mod segment;
+pub mod stream;
 
 pub use error::{ExportError, LogError};
 pub use join::{JoinOptions, JoinSummary, Joiner, TrainingRow, join_events};
 pub use log::{AppendAck, BulkSummary, FeedbackLog, LogOptions, LogReader, LogSink, LogStats, RecoveryReport};
+pub use stream::{Chunk, EventStream, SharedStream, StreamError};

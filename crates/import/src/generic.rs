@@ -431,6 +431,7 @@ fn event_of(fields: &Fields<'_, 12>) -> Result<Event, String> {
         video_id: get(fields, VIDEO).unwrap_or_default().to_owned(),
         timestamp_ms,
         device: device_of(get(fields, DEVICE))?.to_proto() as i32,
+        event_id: String::new(),
         event: Some(event),
     };
     Event::from_proto(&wire, timestamp_ms).map_err(|e| e.to_string())

@@ -240,14 +240,17 @@ impl RankerClient for LocalRanker {
     }
 }
 
-/// The feedback log of this process.
+/// The event stream this process writes to itself: the embedded log it
+/// owns, or NATS JetStream. Impressions' ids come from their content
+/// (request id and position make each one unique).
 #[derive(Debug, Clone)]
-pub struct LocalLog(pub watchnext_feedback::FeedbackLog);
+pub struct LocalLog(pub watchnext_feedback::SharedStream);
 
 impl ImpressionSink for LocalLog {
     fn record(&self, events: Vec<Event>) -> BoxFuture<Result<(), String>> {
-        let log = self.0.clone();
-        Box::pin(async move { log.append(events).await.map(|_| ()).map_err(|e| e.to_string()) })
+        let ids = events.iter().map(Event::content_id).collect();
+        let append = self.0.append(events, ids);
+        Box::pin(async move { append.await.map(|_| ()).map_err(|e| e.to_string()) })
     }
 }
 

@@ -247,6 +247,57 @@ pub fn open_feedback_log(config: &Config) -> anyhow::Result<watchnext_feedback::
     Ok(log)
 }
 
+/// The event stream this process writes to and follows: the embedded log
+/// when it hosts the feedback role (the log's one owner), NATS JetStream in
+/// every process when `event_log.backend = "nats"`, else none (a split
+/// generator then follows the feedback role's `Tail`).
+async fn open_stream(config: &Config) -> anyhow::Result<Option<watchnext_feedback::SharedStream>> {
+    let role = config.server.role;
+    match config.event_log.backend {
+        watchnext_core::config::EventLogBackend::Embedded => Ok(if role.includes(Role::Feedback) {
+            Some(Arc::new(open_feedback_log(config)?) as watchnext_feedback::SharedStream)
+        } else {
+            None
+        }),
+        watchnext_core::config::EventLogBackend::Nats => {
+            let uses_events =
+                [Role::Feedback, Role::Recommender, Role::Topic, Role::Cowatch, Role::Sequence, Role::Context]
+                    .into_iter()
+                    .any(|r| role.includes(r));
+            if !uses_events {
+                return Ok(None); // a ranker reads no events
+            }
+            let nats = &config.event_log.nats;
+            let name = format!("watchnext-{}", role.name());
+            let stream = watchnext_nats::NatsStream::connect(nats, &name)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", nats.url))?;
+            tracing::info!(url = %nats.url, stream = %nats.stream, "event log: NATS JetStream");
+            Ok(Some(Arc::new(stream)))
+        }
+    }
+}
+
+/// Keeps the Feedback service's health in step with its stream's (a lost
+/// NATS connection, a broken log), checked every second.
+fn watch_stream_health(stream: watchnext_feedback::SharedStream, info: Arc<ProcessInfo>) {
+    tokio::spawn(async move {
+        let mut last = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = stream.check_health();
+            if last.as_ref() != Some(&now) {
+                if let Err(reason) = &now {
+                    tracing::warn!(backend = stream.backend(), %reason, "feedback: the event stream is not serving");
+                }
+                info.set_service(service_names::FEEDBACK, now.is_ok(), now.as_ref().err().map_or("", |e| e)).await;
+                last = Some(now);
+            }
+        }
+    });
+}
+
 /// Something that takes a new catalogue (a generator, the ranker, the recommender).
 type CatalogConsumer = Arc<dyn Fn(&Arc<watchnext_core::catalog::Catalog>) + Send + Sync>;
 
@@ -322,7 +373,7 @@ fn watch_sequence_models(hosted: &Hosted, info: &Arc<ProcessInfo>) {
 ///
 /// Each generator's health follows its readiness as the log is delivered
 /// (co-watch, say, becomes ready once it has observed some watches).
-fn follow_log(log: &watchnext_feedback::FeedbackLog, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) {
+fn follow_log(log: &watchnext_feedback::SharedStream, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) {
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
@@ -553,7 +604,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .max_encoding_message_size(max_msg),
         );
     }
-    let log = if role.includes(Role::Feedback) { Some(open_feedback_log(&config)?) } else { None };
+    let log = open_stream(&config).await?;
     let data = watchnext_core::datadir::DataDir::new(&config.data.dir);
     let ranker = if role.includes(Role::Ranker) {
         let (c, catalog) = (config.clone(), catalog.clone());
@@ -629,7 +680,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(tonic::service::interceptor::InterceptedService::new(admin, AdminAuth::new(&config.admin.token)));
     let admin_detail = if config.admin.token.is_empty() { "disabled: no admin.token configured" } else { "" };
     info.set_service(service_names::ADMIN, !config.admin.token.is_empty(), admin_detail).await;
-    if !role.includes(Role::Feedback) && !hosted.generators.is_empty() {
+    if log.is_none() && !hosted.generators.is_empty() {
         if config.endpoints.feedback.is_empty() {
             tracing::warn!(
                 "generators in this process learn nothing online: set endpoints.feedback to the feedback role's URL"
@@ -645,11 +696,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )?;
         }
     }
-    if let Some(log) = log {
-        follow_log(&log, &hosted, config.generators.snapshot_interval_seconds, &info);
+    if let Some(log) = &log {
+        follow_log(log, &hosted, config.generators.snapshot_interval_seconds, &info);
+    }
+    if let Some(log) = log.filter(|_| role.includes(Role::Feedback)) {
         routes.add_service(
             FeedbackServer::new(FeedbackService::new(
-                log,
+                log.clone(),
                 config.feedback.clone(),
                 config.server.max_tail_streams,
                 auth.clone(),
@@ -657,7 +710,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg),
         );
-        info.set_service(service_names::FEEDBACK, true, "").await;
+        let health = log.check_health();
+        info.set_service(service_names::FEEDBACK, health.is_ok(), health.as_ref().err().map_or("", |e| e)).await;
+        watch_stream_health(log, info.clone());
     }
     // Reflection lists exactly the services this process serves.
     let mut served = vec![

@@ -76,6 +76,11 @@ pub enum Command {
     /// Export the feedback log to Parquet: raw events, or joined training rows.
     #[command(subcommand)]
     Export(crate::data::ExportCommand),
+    /// Move events between the NATS stream (event_log.backend = "nats") and
+    /// the data folder's log: `pull` before train/export/eval, `push` after
+    /// import/world generate.
+    #[command(subcommand)]
+    Stream(crate::stream_sync::StreamCommand),
     /// Train the multi-task ranking model on the data folder's log and write
     /// a model directory (model.onnx + manifest).
     Train(crate::training::TrainArgs),
@@ -267,6 +272,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::data::export(&config, command))
+            }
+            Command::Stream(command) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                crate::stream_sync::command(&config, command).await
             }
             Command::Train(args) => {
                 let config = cli.global.load(&[])?;

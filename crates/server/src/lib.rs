@@ -33,6 +33,7 @@ pub mod loadtest;
 pub mod middleware;
 pub mod serving;
 pub mod stage_report;
+pub mod stream_sync;
 pub mod tailer;
 pub mod telemetry;
 pub mod tls;

@@ -106,7 +106,7 @@ pub fn build_recommender(
     credential: &RoleCredential,
     hosted: &Hosted,
     ranker: Option<Arc<Ranker>>,
-    log: Option<&watchnext_feedback::FeedbackLog>,
+    log: Option<&watchnext_feedback::SharedStream>,
     catalog: Option<&Arc<Catalog>>,
 ) -> anyhow::Result<Arc<Recommender>> {
     let r = &config.recommender;

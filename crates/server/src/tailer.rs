@@ -1,15 +1,16 @@
 //! Feeds the generators that learn online (co-watch, trending, popularity)
-//! with the feedback log, in log order: first a replay of what is already
-//! in the log (from the sequence number their snapshot covers), then every
-//! new commit as the log's writer announces it. The log is the one source of
-//! truth, so nothing is lost when a generator is slow: the tailer just reads
-//! further behind, and catches up.
+//! and the recent-watch store with the event stream (the embedded log, or
+//! NATS JetStream where each process follows the stream itself), in order:
+//! first a replay of what is already there (from the sequence number their
+//! snapshot covers), then every new event as it becomes durable. The stream
+//! is the one source of truth, so nothing is lost when a generator is slow:
+//! the tailer just reads further behind, and catches up.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use watchnext_core::{event::Event, generator::Generator};
-use watchnext_feedback::FeedbackLog;
+use watchnext_feedback::SharedStream;
 
 /// How many events one `observe` call receives at most.
 const CHUNK: usize = 4_096;
@@ -33,98 +34,50 @@ pub trait Consumer: Send + 'static {
     fn consume(&mut self, first_seq: u64, events: Vec<Event>, caught_up: bool) -> bool;
 }
 
-/// Follows `log` from `from_seq`: reads on a blocking thread, hands chunks
-/// of at most `chunk` events to `consumer` in log order, and when caught up
-/// waits for the writer's next commit (no polling). One reader is kept for
-/// the whole run, so a long log is read once, not re-scanned per commit.
-/// Ends when the consumer says so or the log is closed.
-pub fn follow(log: FeedbackLog, from_seq: u64, chunk: usize, consumer: impl Consumer) -> tokio::task::JoinHandle<()> {
-    let mut durable = log.subscribe();
+/// Follows `stream` from `from_seq` and hands chunks of at most `chunk`
+/// events to `consumer` in order, on a blocking thread (consumers do CPU
+/// work), then every new durable event as it comes (no polling on either
+/// backend). A read failure is logged and the stream is followed again from
+/// the next sequence number after a pause. Ends when the consumer says so.
+pub fn follow(
+    stream: SharedStream,
+    from_seq: u64,
+    chunk: usize,
+    consumer: impl Consumer,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let reader = match log.reader(from_seq.max(1)) {
-            Ok(r) => r,
-            Err(err) => {
-                tracing::error!(%err, "feedback tailer: cannot open a reader");
-                return;
-            }
-        };
-        // Reader and consumer travel to the blocking thread and back.
-        let mut state = Some((reader, consumer));
+        let mut next = from_seq.max(1);
+        let mut consumer = Some(consumer);
         loop {
-            let Some((mut reader, mut consumer)) = state.take() else { return };
-            let step = tokio::task::spawn_blocking(move || {
-                let outcome = deliver(&mut reader, chunk.max(1), &mut consumer);
-                (reader, consumer, outcome)
-            })
-            .await;
-            let keep_going = match step {
-                Ok((reader, consumer, outcome)) => {
-                    state = Some((reader, consumer));
-                    match outcome {
-                        Ok(go_on) => go_on,
-                        Err(err) => {
-                            tracing::error!(%err, "feedback tailer: reading the log failed; retrying on the next commit");
-                            true
-                        }
+            let mut chunks = stream.follow(next, chunk.max(1));
+            while let Some(read) = chunks.recv().await {
+                let chunk = match read {
+                    Ok(chunk) => chunk,
+                    Err(err) => {
+                        tracing::error!(%err, next, backend = stream.backend(), "feedback tailer: reading failed; resuming");
+                        break;
+                    }
+                };
+                next = chunk.last_seq() + 1;
+                let Some(mut c) = consumer.take() else { return };
+                let step = tokio::task::spawn_blocking(move || {
+                    let go_on = c.consume(chunk.first_seq, chunk.events, chunk.caught_up);
+                    (c, go_on)
+                })
+                .await;
+                match step {
+                    Ok((c, true)) => consumer = Some(c),
+                    Ok((_, false)) => return,
+                    Err(join) => {
+                        tracing::error!(%join, "feedback tailer: a consumer panicked; tailing stops");
+                        return;
                     }
                 }
-                Err(join) => {
-                    tracing::error!(%join, "feedback tailer: a consumer panicked; tailing stops");
-                    false
-                }
-            };
-            if !keep_going {
-                return;
             }
-            // Wait for the writer to make more records durable.
-            let next = state.as_ref().map_or(u64::MAX, |(r, _)| r.next_seq());
-            if *durable.borrow_and_update() >= next {
-                continue;
-            }
-            if durable.changed().await.is_err() {
-                return; // the log is closed
-            }
+            // The stream ended (an error, or the log closed): pause, resume.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     })
-}
-
-/// Reads at most `max` events from `reader`: `(first sequence number,
-/// events, caught up)`; caught up when the reader reached the durable end.
-pub(crate) fn read_chunk(
-    reader: &mut watchnext_feedback::LogReader,
-    max: usize,
-) -> Result<(u64, Vec<Event>, bool), watchnext_feedback::LogError> {
-    let mut events = Vec::new();
-    let mut first = reader.next_seq();
-    while events.len() < max {
-        match reader.next().transpose()? {
-            Some((seq, event)) => {
-                if events.is_empty() {
-                    first = seq;
-                }
-                events.push(event);
-            }
-            None => return Ok((first, events, true)),
-        }
-    }
-    Ok((first, events, false))
-}
-
-/// Reads everything durable in chunks; false when the consumer stopped.
-fn deliver(
-    reader: &mut watchnext_feedback::LogReader,
-    chunk: usize,
-    consumer: &mut impl Consumer,
-) -> Result<bool, watchnext_feedback::LogError> {
-    loop {
-        let (first, events, caught_up) = read_chunk(reader, chunk)?;
-        if !events.is_empty() && !consumer.consume(first, events, caught_up) {
-            return Ok(false);
-        }
-        if caught_up {
-            return Ok(true);
-        }
-    }
 }
 
 /// Feeds generators, reporting progress and calling the hook when caught up.
@@ -151,7 +104,7 @@ impl Consumer for Observers {
 
 /// Starts tailing `log` from `from_seq` into `observers` (see [`follow`]).
 pub fn spawn(
-    log: FeedbackLog,
+    log: SharedStream,
     from_seq: u64,
     observers: Vec<Arc<dyn Generator>>,
     after: Option<AfterDelivery>,
@@ -170,6 +123,8 @@ mod tests {
         event::{Event, EventKind, Source},
         generator::Generated,
     };
+
+    use watchnext_feedback::FeedbackLog;
 
     use super::*;
 
@@ -209,7 +164,7 @@ mod tests {
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let hook_seen = delivered.clone();
         let hook: AfterDelivery = Arc::new(move |seq| hook_seen.lock().unwrap().push(seq));
-        let mut progress = spawn(log.clone(), 2, vec![recorder.clone() as Arc<dyn Generator>], Some(hook));
+        let mut progress = spawn(Arc::new(log.clone()), 2, vec![recorder.clone() as Arc<dyn Generator>], Some(hook));
         progress.next_seq.wait_for(|n| *n == 4).await.unwrap();
         assert_eq!(*recorder.0.lock().unwrap(), ["b", "c"]);
 

@@ -1,12 +1,15 @@
 //! `watchnext.v1.Feedback`: durable ingestion of user feedback.
 //!
-//! A batch is validated whole (core's event rules), appended to the feedback
-//! log and acknowledged only after the log's group commit has fsynced it.
-//! Failures map to statuses that tell the client whether to retry.
+//! A batch is validated whole (core's event rules), appended to the event
+//! stream and acknowledged only once it is durable: the embedded log's
+//! group commit has fsynced it, or NATS JetStream has acknowledged every
+//! event (each with its `event_id` as `Nats-Msg-Id`, so a retried batch is
+//! stored once). Failures map to statuses that tell the client whether to
+//! retry.
 //!
 //! `Tail` streams the log from a sequence number, then follows new commits.
-//! Each stream reads on the blocking pool only while it reads the disk and
-//! sends from an async task, so a client that reads nothing parks no thread:
+//! Each stream's reading runs apart from its sending (on the embedded log,
+//! on the blocking pool only while it reads the disk), so a client that reads nothing parks no thread:
 //! its stream waits on the bounded channel (back-pressure) and costs a task.
 //! At most `server.max_tail_streams` run at once (RESOURCE_EXHAUSTED beyond),
 //! and a stream ends as soon as its client goes away.
@@ -17,7 +20,7 @@ use watchnext_core::{
     config::FeedbackConfig,
     event::{Event, parse_batch},
 };
-use watchnext_feedback::{FeedbackLog, LogError};
+use watchnext_feedback::{LogError, SharedStream, StreamError};
 use watchnext_proto::v1::{RecordRequest, RecordResponse, TailRequest, TailResponse, feedback_server::Feedback};
 
 /// Default and largest events per `Tail` response.
@@ -54,52 +57,32 @@ fn responses(first_seq: u64, events: &[Event], max_bytes: usize) -> Vec<TailResp
     out
 }
 
-/// Feeds one `Tail` stream until its client goes away or the log closes.
+/// Feeds one `Tail` stream until its client goes away or the stream fails.
 async fn stream_log(
-    log: FeedbackLog,
+    stream: SharedStream,
     from_seq: u64,
     batch: usize,
     tx: tokio::sync::mpsc::Sender<Result<TailResponse, Status>>,
 ) {
-    let mut durable = log.subscribe();
-    let mut reader = match log.reader(from_seq.max(1)) {
-        Ok(r) => r,
-        Err(err) => {
-            let _ = tx.send(Err(status_of(err))).await;
-            return;
-        }
-    };
+    let mut chunks = stream.follow(from_seq.max(1), batch);
     loop {
-        let read = tokio::task::spawn_blocking(move || {
-            let chunk = crate::tailer::read_chunk(&mut reader, batch);
-            (reader, chunk)
-        })
-        .await;
-        let Ok((back, chunk)) = read else { return };
-        reader = back;
-        let (first, events, caught_up) = match chunk {
-            Ok(chunk) => chunk,
-            Err(err) => {
+        let read = tokio::select! {
+            read = chunks.recv() => read,
+            () = tx.closed() => return,
+        };
+        let chunk = match read {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(err)) => {
                 tracing::error!(%err, "Feedback.Tail: reading the log failed; the stream ends");
-                let _ = tx.send(Err(status_of(err))).await;
+                let _ = tx.send(Err(stream_status(err))).await;
                 return;
             }
+            None => return,
         };
-        for response in responses(first, &events, TAIL_MESSAGE_BYTES) {
+        for response in responses(chunk.first_seq, &chunk.events, TAIL_MESSAGE_BYTES) {
             if tx.send(Ok(response)).await.is_err() {
                 return; // the client is gone
             }
-        }
-        if !caught_up {
-            continue;
-        }
-        // Wait for the writer's next commit, or for the client to leave.
-        if *durable.borrow_and_update() >= reader.next_seq() {
-            continue;
-        }
-        tokio::select! {
-            changed = durable.changed() => if changed.is_err() { return },
-            () = tx.closed() => return,
         }
     }
 }
@@ -107,7 +90,7 @@ async fn stream_log(
 /// Serves `Record`.
 #[derive(Debug)]
 pub struct FeedbackService {
-    log: FeedbackLog,
+    log: SharedStream,
     limits: FeedbackConfig,
     tail_streams: std::sync::Arc<tokio::sync::Semaphore>,
     auth: std::sync::Arc<crate::auth::Auth>,
@@ -117,12 +100,21 @@ impl FeedbackService {
     /// `auth` charges each Record caller (identified by the RPC layer) for
     /// the events it writes.
     pub fn new(
-        log: FeedbackLog,
+        log: SharedStream,
         limits: FeedbackConfig,
         max_tail_streams: usize,
         auth: std::sync::Arc<crate::auth::Auth>,
     ) -> Self {
         Self { log, limits, tail_streams: std::sync::Arc::new(tokio::sync::Semaphore::new(max_tail_streams)), auth }
+    }
+}
+
+/// How each stream failure reaches a client.
+pub fn stream_status(err: StreamError) -> Status {
+    match err {
+        StreamError::Log(err) => status_of(err),
+        StreamError::Invalid(message) => Status::invalid_argument(message),
+        StreamError::Unavailable(message) => Status::unavailable(message),
     }
 }
 
@@ -152,8 +144,9 @@ impl Feedback for FeedbackService {
         if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
             self.auth.charge_events(caller, events.len())?;
         }
+        let ids = request.get_ref().events.iter().map(watchnext_core::event::event_id).collect();
         let accepted = u32::try_from(events.len()).unwrap_or(u32::MAX);
-        let ack = self.log.append(events).await.map_err(status_of)?;
+        let ack = self.log.append(events, ids).await.map_err(stream_status)?;
         Ok(Response::new(RecordResponse { accepted, last_sequence: ack.last_seq }))
     }
 
