@@ -529,7 +529,10 @@ impl Default for NatsConfig {
 
 /// Where a split deployment finds the other roles (`http://host:port`).
 /// Empty means "in this process" (only valid with `server.role = "all"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// Each may list several URLs, comma-separated, and a host name may
+/// resolve to several addresses (a headless Service): calls are spread over
+/// every replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EndpointsConfig {
     pub ranker: String,
@@ -538,6 +541,26 @@ pub struct EndpointsConfig {
     pub sequence: String,
     pub context: String,
     pub feedback: String,
+    /// How often host names are resolved again (replicas come and go).
+    pub resolve_seconds: u64,
+    /// How often each replica's gRPC health is checked; a replica that is
+    /// not SERVING takes no calls until it is again.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> Self {
+        Self {
+            ranker: String::new(),
+            topic: String::new(),
+            cowatch: String::new(),
+            sequence: String::new(),
+            context: String::new(),
+            feedback: String::new(),
+            resolve_seconds: 5,
+            probe_interval_ms: 1_000,
+        }
+    }
 }
 
 impl Config {
@@ -626,6 +649,12 @@ impl Config {
             }
         }
         self.check_event_log()?;
+        if !(1..=3_600).contains(&self.endpoints.resolve_seconds) {
+            return Err(invalid("endpoints.resolve_seconds", "must be between 1 and 3600"));
+        }
+        if !(50..=60_000).contains(&self.endpoints.probe_interval_ms) {
+            return Err(invalid("endpoints.probe_interval_ms", "must be between 50 and 60000"));
+        }
         if self.server.max_message_bytes < 64 * 1024 {
             return Err(invalid("server.max_message_bytes", "must be at least 65536"));
         }

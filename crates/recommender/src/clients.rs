@@ -75,7 +75,8 @@ impl tonic::service::Interceptor for RoleCredential {
 }
 
 /// A channel to another role that presents the role credential.
-pub type RoleChannel = InterceptedService<tonic::transport::Channel, RoleCredential>;
+/// Calls are spread over every replica of the role ([`crate::balance`]).
+pub type RoleChannel = InterceptedService<crate::balance::Balanced, RoleCredential>;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -302,7 +303,17 @@ impl GeneratorClient for RemoteGenerator {
                 max_candidates: u32::try_from(max).unwrap_or(u32::MAX),
                 generator: source as i32,
             };
-            let response = client.generate(with_timeout(message, timeout)).await.map_err(|s| {
+            let started = std::time::Instant::now();
+            let mut response = client.generate(with_timeout(message.clone(), timeout)).await;
+            if let Err(s) = &response
+                && crate::balance::is_transport_failure(s)
+                && let Some(left) = timeout.checked_sub(started.elapsed())
+            {
+                // The replica is gone (killed, restarted) and the call never
+                // reached it; another replica gets it, within the same deadline.
+                response = client.generate(with_timeout(message, left)).await;
+            }
+            let response = response.map_err(|s| {
                 let why = format!("{:?}: {}", s.code(), s.message());
                 if s.code() == tonic::Code::FailedPrecondition {
                     GenerateFailure::NotReady(why)
@@ -361,11 +372,16 @@ impl RankerClient for RemoteRanker {
                 model_version,
                 return_features: true,
             };
-            let r = client
-                .rank(with_timeout(message, timeout))
-                .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                .into_inner();
+            let started = std::time::Instant::now();
+            let mut answer = client.rank(with_timeout(message.clone(), timeout)).await;
+            if let Err(s) = &answer
+                && crate::balance::is_transport_failure(s)
+                && let Some(left) = timeout.checked_sub(started.elapsed())
+            {
+                // As for generators: one more try on another replica.
+                answer = client.rank(with_timeout(message, left)).await;
+            }
+            let r = answer.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
             let t = r.tasks.len();
             if r.scores.len() != n || r.scores.iter().any(|s| s.predictions.len() != t) || r.task_info.len() != t {
                 return Err(format!(

@@ -13,6 +13,7 @@
 //!   `[[recommender.arms]]`.
 
 pub mod arms;
+pub mod balance;
 pub mod clients;
 pub mod combiner;
 pub mod config;

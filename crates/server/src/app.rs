@@ -18,10 +18,7 @@ use tokio::{
     sync::{RwLock, oneshot},
     task::JoinHandle,
 };
-use tonic::{
-    service::{RoutesBuilder, interceptor::InterceptedService},
-    transport::Server,
-};
+use tonic::{service::RoutesBuilder, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use watchnext_core::{Config, Role};
 use watchnext_onnx::OnnxRuntime;
@@ -413,13 +410,13 @@ fn watch_readiness(
 /// reconnecting (from the next sequence number) after any failure.
 fn follow_remote(
     endpoint: &str,
-    tls: &watchnext_core::config::TlsConfig,
+    config: &Config,
     credential: &RoleCredential,
     hosted: &Hosted,
     interval_s: u64,
     info: &Arc<ProcessInfo>,
 ) -> anyhow::Result<()> {
-    let channel = feedback_channel(endpoint, tls, credential)?;
+    let channel = feedback_channel(endpoint, config, credential)?;
     for (role, generator, from) in &hosted.generators {
         let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
@@ -443,11 +440,10 @@ fn follow_remote(
 /// (and TLS for an `https://` endpoint).
 pub(crate) fn feedback_channel(
     endpoint: &str,
-    tls: &watchnext_core::config::TlsConfig,
+    config: &Config,
     credential: &RoleCredential,
 ) -> anyhow::Result<RoleChannel> {
-    let channel = crate::tls::endpoint("endpoints.feedback", endpoint, tls)?.connect_lazy();
-    Ok(InterceptedService::new(channel, credential.clone()))
+    crate::serving::balanced_channel("feedback", endpoint, config, credential)
 }
 
 /// Hands a chunk of remote events and the last sequence number it covers
@@ -688,7 +684,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         } else {
             follow_remote(
                 &config.endpoints.feedback,
-                &config.tls,
+                &config,
                 auth.outgoing(),
                 &hosted,
                 config.generators.snapshot_interval_seconds,

@@ -85,14 +85,45 @@ pub fn watch_models(ranker: Arc<Ranker>, root: std::path::PathBuf, interval_s: u
     });
 }
 
-fn channel(
+fn channel(key: &str, url: &str, config: &Config, credential: &RoleCredential) -> anyhow::Result<RoleChannel> {
+    balanced_channel(key, url, config, credential)
+}
+
+/// A channel spreading calls over every replica behind `url` (one or more
+/// comma-separated URLs; each host name may resolve to several addresses),
+/// presenting `credential`. `key` names the role (`endpoints.<key>`); its
+/// replicas' health is checked on the role's own gRPC health service.
+pub fn balanced_channel(
     key: &str,
     url: &str,
-    tls: &watchnext_core::config::TlsConfig,
+    config: &Config,
     credential: &RoleCredential,
 ) -> anyhow::Result<RoleChannel> {
-    let channel = crate::tls::endpoint(&format!("endpoints.{key}"), url, tls)?.connect_lazy();
-    Ok(tonic::service::interceptor::InterceptedService::new(channel, credential.clone()))
+    let name = format!("endpoints.{key}");
+    let urls: Vec<String> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+    // Every URL must make a valid endpoint (TLS files, syntax) now, not at the first call.
+    for u in &urls {
+        crate::tls::endpoint(&name, u, &config.tls)?;
+    }
+    let tls = config.tls.clone();
+    let make_name = name.clone();
+    let make: watchnext_recommender::balance::MakeEndpoint = Arc::new(move |target, addr| {
+        let url = format!("{}://{addr}", target.scheme);
+        crate::tls::endpoint_for(&make_name, &url, &tls, Some(&target.host)).map_err(|e| format!("{e:#}"))
+    });
+    let health_service = match key {
+        "ranker" => service_names::RANKER.to_owned(),
+        "feedback" => service_names::FEEDBACK.to_owned(),
+        generator => format!("{}/{generator}", service_names::CANDIDATE_GENERATOR),
+    };
+    let options = watchnext_recommender::balance::BalanceOptions {
+        resolve_every: std::time::Duration::from_secs(config.endpoints.resolve_seconds),
+        probe_every: std::time::Duration::from_millis(config.endpoints.probe_interval_ms),
+        health_service,
+    };
+    let balanced = watchnext_recommender::balance::Balanced::new(key, &urls, make, options)
+        .map_err(|e| anyhow::anyhow!("configuration key `{name}`: {e}"))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(balanced, credential.clone()))
 }
 
 /// The recommender of this process: each generator in-process when hosted
@@ -125,7 +156,7 @@ pub fn build_recommender(
             let client = pb::candidate_generator_client::CandidateGeneratorClient::new(channel(
                 role.name(),
                 url,
-                &config.tls,
+                config,
                 credential,
             )?)
             .max_decoding_message_size(config.server.max_message_bytes);
@@ -136,7 +167,7 @@ pub fn build_recommender(
     let ranker: Option<Arc<dyn RankerClient>> = match (ranker, e.ranker.is_empty()) {
         (Some(local), _) => Some(Arc::new(LocalRanker(local, pools.ranker.clone()))),
         (None, false) => Some(Arc::new(RemoteRanker(
-            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, &config.tls, credential)?)
+            pb::ranker_client::RankerClient::new(channel("ranker", &e.ranker, config, credential)?)
                 .max_decoding_message_size(config.server.max_message_bytes),
         ))),
         (None, true) => None,
@@ -146,7 +177,7 @@ pub fn build_recommender(
         (None, false) => Some(Arc::new(RemoteFeedback(pb::feedback_client::FeedbackClient::new(channel(
             "feedback",
             &e.feedback,
-            &config.tls,
+            config,
             credential,
         )?)))),
         (None, true) => {
@@ -173,7 +204,7 @@ pub fn build_recommender(
         (None, false) => {
             let deliver: crate::app::RemoteDelivery = Arc::new(move |events: Vec<Event>, _| history.observe(&events));
             crate::app::tail_remote(
-                crate::app::feedback_channel(&e.feedback, &config.tls, credential)?,
+                crate::app::feedback_channel(&e.feedback, config, credential)?,
                 "recommender history".into(),
                 1,
                 deliver,

@@ -255,6 +255,17 @@ impl AsyncWrite for TlsConnection {
 /// errors): `https://` URLs get TLS with `tls.ca_file` as the trust roots
 /// and this process's client certificate when one is configured.
 pub fn endpoint(key: &str, url: &str, t: &TlsConfig) -> anyhow::Result<tonic::transport::Endpoint> {
+    endpoint_for(key, url, t, None)
+}
+
+/// [`endpoint`] for a URL naming one replica's address, with `domain` (the
+/// configured host name) as the name its certificate must carry.
+pub fn endpoint_for(
+    key: &str,
+    url: &str,
+    t: &TlsConfig,
+    domain: Option<&str>,
+) -> anyhow::Result<tonic::transport::Endpoint> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("configuration key `{key}`: `{url}` is not a URL"))?;
     if !url.starts_with("https://") {
@@ -268,6 +279,9 @@ pub fn endpoint(key: &str, url: &str, t: &TlsConfig) -> anyhow::Result<tonic::tr
     let read = |p: &str| std::fs::read(p).with_context(|| format!("cannot read {p}"));
     let mut client = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(read(&t.ca_file)?));
+    if let Some(domain) = domain {
+        client = client.domain_name(domain);
+    }
     if !t.client_cert_file.is_empty() {
         client = client
             .identity(tonic::transport::Identity::from_pem(read(&t.client_cert_file)?, read(&t.client_key_file)?));
