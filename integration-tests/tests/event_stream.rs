@@ -171,3 +171,133 @@ async fn push_publishes_a_data_folder_and_pull_copies_the_stream_into_another() 
     let refused = watchnext_server::stream_sync::pull(&stream, &config.stream, &source_data, false).await;
     assert!(refused.is_err_and(|e| e.to_string().contains("did not come from stream")));
 }
+
+/// Twelve users watch `a` then `b`, as core events with ids `<a>-<b>-<n>`.
+fn pair_watches(a: &str, b: &str) -> (Vec<watchnext_core::event::Event>, Vec<String>) {
+    let start = an_hour_ago();
+    let mut events = Vec::new();
+    let mut ids = Vec::new();
+    for u in 0..12 {
+        for (i, video) in [a, b].into_iter().enumerate() {
+            let wire = FeedbackEvent {
+                user_id: format!("replica-user-{u}"),
+                video_id: video.into(),
+                timestamp_ms: start + u * 1_000 + i as i64 * 100,
+                event: Some(Event::Watch(pb::Watch { seconds_watched: 60.0, video_duration_seconds: 60.0 })),
+                ..Default::default()
+            };
+            events.push(watchnext_core::event::Event::from_proto(&wire, 0).expect("valid"));
+            ids.push(format!("{a}-{b}-{}", ids.len()));
+        }
+    }
+    (events, ids)
+}
+
+/// What a co-watch replica answers for each query: (video, score) lists.
+async fn answers(server: &TestServer, queries: &[&str]) -> Vec<Vec<(String, u32)>> {
+    let mut client = server.generator();
+    let mut out = Vec::new();
+    for q in queries {
+        let request = GenerateRequest { query_video_id: (*q).into(), max_candidates: 20, ..Default::default() };
+        let r = client.generate(request).await.expect("generate").into_inner();
+        out.push(r.candidates.into_iter().map(|c| (c.video_id, c.score.to_bits())).collect());
+    }
+    out
+}
+
+/// The answers of `server` once they include `video` and no longer change
+/// (the replica has taken in everything appended so far).
+async fn settled(server: &TestServer, queries: &[&str], video: &str) -> Vec<Vec<(String, u32)>> {
+    let mut last: Vec<Vec<(String, u32)>> = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = answers(server, queries).await;
+        if now == last && now.iter().flatten().any(|(v, _)| v == video) {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the answers never settled with {video}: {last:?}");
+}
+
+async fn wait_until_answers(server: &TestServer, queries: &[&str], wanted: &[Vec<(String, u32)>]) {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        last = answers(server, queries).await;
+        if last == wanted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the replica never converged: {last:?}\nwanted {wanted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_watch_replicas_build_identical_tables_and_a_new_one_starts_from_a_snapshot() {
+    let Some(nats) = LocalNats::start() else { return };
+    let url = nats.url();
+    let a = TestServer::start(|c| {
+        on_nats(c, &url, Role::Cowatch);
+        c.generators.snapshot_interval_seconds = 1;
+    })
+    .await
+    .expect("replica a");
+    let b = TestServer::start(|c| on_nats(c, &url, Role::Cowatch)).await.expect("replica b");
+    let stream =
+        NatsStream::connect(&watchnext_core::config::NatsConfig { url: url.clone(), ..Default::default() }, "w")
+            .await
+            .expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stream.check_health().is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "NATS never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queries = ["q1", "p1", "q2", "p2", "q3", "p3"];
+    let (events, ids) = pair_watches("q1", "p1");
+    stream.append(events, ids).await.expect("append");
+    // A second delivery after the snapshot interval makes replica a write one.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (events, ids) = pair_watches("q2", "p2");
+    stream.append(events, ids).await.expect("append");
+    let reference = settled(&a, &queries, "p2").await;
+    assert!(
+        reference[0].iter().any(|(v, _)| v == "p1") && reference[2].iter().any(|(v, _)| v == "p2"),
+        "{reference:?}"
+    );
+    wait_until_answers(&b, &queries, &reference).await;
+
+    // A new replica starts from replica a's newest snapshot plus the stream.
+    let snapshot = a.data_dir().join("snapshots").join("cowatch.snap");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !snapshot.is_file() {
+        assert!(tokio::time::Instant::now() < deadline, "replica a wrote no snapshot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stream forgets the first batch (retention, say): a replica that
+    // replayed the stream from the start could no longer learn q1 -> p1.
+    let raw = async_nats::jetstream::new(async_nats::connect(url.clone()).await.expect("raw client"));
+    let purged = raw.get_stream("WATCHNEXT_EVENTS").await.expect("stream").purge().sequence(25).await.expect("purge");
+    assert_eq!(purged.purged, 24);
+    let copied = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(copied.path().join("snapshots")).expect("mkdir");
+    std::fs::copy(&snapshot, copied.path().join("snapshots").join("cowatch.snap")).expect("copy snapshot");
+    let from = copied.path().to_owned();
+    let c = TestServer::start_with_data(
+        move |dir| {
+            std::fs::create_dir_all(dir.join("snapshots"))?;
+            std::fs::copy(from.join("snapshots").join("cowatch.snap"), dir.join("snapshots").join("cowatch.snap"))?;
+            Ok(())
+        },
+        |cfg| on_nats(cfg, &url, Role::Cowatch),
+    )
+    .await
+    .expect("replica c");
+    let (events, ids) = pair_watches("q3", "p3");
+    stream.append(events, ids).await.expect("append");
+    let reference = settled(&a, &queries, "p3").await;
+    wait_until_answers(&b, &queries, &reference).await;
+    wait_until_answers(&c, &queries, &reference).await;
+    for server in [a, b, c] {
+        server.stop().await.expect("stop");
+    }
+}

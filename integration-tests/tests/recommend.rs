@@ -434,8 +434,10 @@ async fn the_open_loop_load_test_measures_a_running_server() {
         max_in_flight: 1_000,
         metrics: vec![server.metrics_addr().expect("metrics enabled").to_string()],
         json: None,
+        call: watchnext_server::loadtest::CallKind::Recommend,
+        batch: 1,
     };
-    let report = watchnext_server::loadtest::run(&args, mix).await.unwrap();
+    let report = watchnext_server::loadtest::run(&args, watchnext_server::loadtest::Mix::Recommend(mix)).await.unwrap();
     assert_eq!(report.count, 80);
     assert_eq!(report.statuses.get("OK"), Some(&80), "{report}");
     assert_eq!(report.dropped, 0);
@@ -455,6 +457,25 @@ async fn the_open_loop_load_test_measures_a_running_server() {
     assert!(onnx.share_of_recommend < rank.share_of_recommend, "ONNX Runtime runs inside the rank call: {report}");
     assert!(rank.share_of_recommend < 1.0, "{report}");
     eprintln!("{report}");
+
+    // Record batches: every batch acknowledged, its events in the log.
+    let logged_before = watchnext_feedback::LogReader::open(server.data_dir().join("feedback"), 1).unwrap().count();
+    let batches = watchnext_server::loadtest::record_mix(server.data_dir(), 20, 25).unwrap();
+    let args = watchnext_server::loadtest::LoadtestArgs {
+        rate: 20.0,
+        duration: 1.0,
+        warmup: 0.0,
+        metrics: vec!["none".into()],
+        call: watchnext_server::loadtest::CallKind::Record,
+        batch: 25,
+        ..args
+    };
+    let report =
+        watchnext_server::loadtest::run(&args, watchnext_server::loadtest::Mix::Record(batches)).await.unwrap();
+    assert_eq!(report.statuses.get("OK"), Some(&20), "{report}");
+    assert!(report.to_string().contains("Record batches of 25 events"), "{report}");
+    let logged_after = watchnext_feedback::LogReader::open(server.data_dir().join("feedback"), 1).unwrap().count();
+    assert!(logged_after >= logged_before + 500, "{logged_before} -> {logged_after}");
     server.stop().await.unwrap();
 }
 

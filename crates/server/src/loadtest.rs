@@ -1,4 +1,5 @@
-//! `watchnext loadtest`: an open-loop load generator for `Recommend`.
+//! `watchnext loadtest`: an open-loop load generator for `Recommend`, or
+//! (`--call record`) for `Feedback.Record` batches of `--batch` events.
 //!
 //! Requests are *scheduled* at a fixed arrival rate and sent on time
 //! whether or not earlier ones have returned; each latency is measured from
@@ -12,6 +13,10 @@
 //! otherwise catalogue videos for a pool of user ids. The report has what
 //! `ghz` reports: count, achieved rate, fastest, average, slowest,
 //! percentiles, status counts, plus how many answers were degraded.
+//!
+//! Record batches are watch events of users and catalogue videos from the
+//! data folder, each with a fresh `event_id` (so a NATS stream stores every
+//! one: none is a duplicate), timestamped at sending.
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +30,10 @@ use clap::Args;
 use serde::Serialize;
 use tonic::transport::Channel;
 use watchnext_core::{catalog::Catalog, datadir::DataDir};
-use watchnext_proto::v1::{RecommendRequest, RequestContext, recommender_client::RecommenderClient};
+use watchnext_proto::v1::{
+    self as pb, RecommendRequest, RecordRequest, RequestContext, feedback_client::FeedbackClient,
+    recommender_client::RecommenderClient,
+};
 
 use crate::stage_report::{self, StageTime};
 
@@ -65,11 +73,30 @@ pub struct LoadtestArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// What to call: `recommend` (Recommender.Recommend) or `record`
+    /// (Feedback.Record; `--rate` is then batches per second).
+    #[arg(long, value_enum, default_value_t = CallKind::Recommend)]
+    pub call: CallKind,
+    /// Events per Record batch (`--call record`).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+}
+
+/// The RPC a load test sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CallKind {
+    #[default]
+    Recommend,
+    Record,
 }
 
 /// What a run measured.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct LoadReport {
+    pub call: CallKind,
+    /// Events per call (1 for Recommend).
+    pub events_per_call: usize,
     pub target_rate: f64,
     pub seconds: f64,
     /// Requests scheduled in the measured window.
@@ -101,6 +128,14 @@ impl std::fmt::Display for LoadReport {
             "open loop at {:.0} requests/s for {:.0} s: {} requests, {:.1} answered/s",
             self.target_rate, self.seconds, self.count, self.achieved_rate
         )?;
+        if self.call == CallKind::Record {
+            writeln!(
+                f,
+                "Record batches of {} events: {:.0} events acknowledged/s",
+                self.events_per_call,
+                self.achieved_rate * self.events_per_call as f64
+            )?;
+        }
         writeln!(
             f,
             "latency (from the scheduled time): fastest {:.2} ms, average {:.2} ms, slowest {:.2} ms",
@@ -184,6 +219,43 @@ pub fn request_mix(data_dir: &Path, n: usize, num_results: u32) -> anyhow::Resul
     Ok(out)
 }
 
+/// Record batches for `--call record`: watch events of `users` users on
+/// catalogue videos; ids and timestamps are set when each batch is sent.
+pub fn record_mix(data_dir: &Path, batches: usize, batch: usize) -> anyhow::Result<Vec<RecordRequest>> {
+    anyhow::ensure!((1..=10_000).contains(&batch), "--batch must be between 1 and 10000");
+    let catalog = Catalog::read(&DataDir::new(data_dir).catalog())
+        .context("no catalogue to draw videos from (point --data-dir at the server's data folder)")?;
+    anyhow::ensure!(!catalog.is_empty(), "the catalogue is empty");
+    let videos = catalog.videos();
+    Ok((0..batches)
+        .map(|b| RecordRequest {
+            events: (0..batch)
+                .map(|i| {
+                    let n = b * batch + i;
+                    let video = &videos[(n * 7_919) % videos.len()];
+                    pb::FeedbackEvent {
+                        user_id: format!("loadtest-user-{}", n % 1_000),
+                        video_id: video.id.clone(),
+                        device: pb::DeviceType::Phone as i32,
+                        event: Some(pb::feedback_event::Event::Watch(pb::Watch {
+                            seconds_watched: (video.duration_seconds * 0.5).max(1.0),
+                            video_duration_seconds: video.duration_seconds,
+                        })),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// What a run sends: Recommend requests or Record batches.
+#[derive(Debug)]
+pub enum Mix {
+    Recommend(Vec<RecommendRequest>),
+    Record(Vec<RecordRequest>),
+}
+
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
@@ -192,7 +264,7 @@ struct Tally {
 }
 
 /// Runs the load and returns the report of the measured window.
-pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow::Result<LoadReport> {
+pub async fn run(args: &LoadtestArgs, mix: Mix) -> anyhow::Result<LoadReport> {
     anyhow::ensure!(args.rate > 0.0 && args.rate.is_finite(), "--rate must be a positive number");
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
     let mut clients = Vec::with_capacity(args.connections.max(1));
@@ -202,8 +274,18 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
             .connect()
             .await
             .with_context(|| format!("connecting to {}", args.addr))?;
-        clients.push(RecommenderClient::new(channel));
+        clients.push(channel);
     }
+    let mix_len = match &mix {
+        Mix::Recommend(r) => r.len(),
+        Mix::Record(r) => r.len(),
+    };
+    anyhow::ensure!(mix_len > 0, "nothing to send");
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let (call, events_per_call) = match &mix {
+        Mix::Recommend(_) => (CallKind::Recommend, 1),
+        Mix::Record(r) => (CallKind::Record, r[0].events.len()),
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
     let interval = Duration::from_secs_f64(1.0 / args.rate);
@@ -229,12 +311,31 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
             dropped += u64::from(counted);
             continue;
         };
-        let mut client = clients[i as usize % clients.len()].clone();
-        let mut request = tonic::Request::new(requests[i as usize % requests.len()].clone());
-        request.set_timeout(deadline);
+        let channel = clients[i as usize % clients.len()].clone();
+        let sent: futures_util::future::BoxFuture<'static, Result<bool, tonic::Status>> = match &mix {
+            Mix::Recommend(requests) => {
+                let mut request = tonic::Request::new(requests[i as usize % mix_len].clone());
+                request.set_timeout(deadline);
+                let mut client = RecommenderClient::new(channel);
+                Box::pin(async move { client.recommend(request).await.map(|r| r.get_ref().degraded) })
+            }
+            Mix::Record(batches) => {
+                let mut batch = batches[i as usize % mix_len].clone();
+                let now_ms =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                for (k, e) in batch.events.iter_mut().enumerate() {
+                    e.event_id = format!("lt-{run_id:x}-{i}-{k}");
+                    e.timestamp_ms = now_ms as i64;
+                }
+                let mut request = tonic::Request::new(batch);
+                request.set_timeout(deadline);
+                let mut client = FeedbackClient::new(channel);
+                Box::pin(async move { client.record(request).await.map(|_| false) })
+            }
+        };
         let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
-            let outcome = client.recommend(request).await;
+            let outcome = sent.await;
             let latency = scheduled.elapsed();
             drop(permit);
             if !counted {
@@ -242,10 +343,10 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
             }
             let mut t = tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match outcome {
-                Ok(r) => {
+                Ok(degraded) => {
                     t.latencies_us.push(latency.as_micros() as u64);
                     *t.statuses.entry("OK".into()).or_default() += 1;
-                    t.degraded += u64::from(r.get_ref().degraded);
+                    t.degraded += u64::from(degraded);
                 }
                 Err(status) => *t.statuses.entry(format!("{:?}", status.code())).or_default() += 1,
             }
@@ -288,6 +389,8 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
     let at = |q: f64| lat.get(((q / 100.0) * (lat.len() as f64 - 1.0)).round() as usize).copied().unwrap_or(0.0);
     let ok = lat.len() as f64;
     Ok(LoadReport {
+        call,
+        events_per_call,
         target_rate: args.rate,
         seconds: args.duration,
         count: measured,
@@ -306,13 +409,21 @@ pub async fn run(args: &LoadtestArgs, requests: Vec<RecommendRequest>) -> anyhow
 
 /// `watchnext loadtest`.
 pub async fn command(data_dir: &Path, args: LoadtestArgs) -> anyhow::Result<()> {
-    let mix = {
-        let (dir, results) = (data_dir.to_owned(), args.num_results);
-        tokio::task::spawn_blocking(move || request_mix(&dir, 5_000, results)).await??
+    let (dir, results, call, batch) = (data_dir.to_owned(), args.num_results, args.call, args.batch);
+    let mix = tokio::task::spawn_blocking(move || -> anyhow::Result<Mix> {
+        Ok(match call {
+            CallKind::Recommend => Mix::Recommend(request_mix(&dir, 5_000, results)?),
+            CallKind::Record => Mix::Record(record_mix(&dir, 200, batch)?),
+        })
+    })
+    .await??;
+    let distinct = match &mix {
+        Mix::Recommend(r) => r.len(),
+        Mix::Record(r) => r.len(),
     };
     println!(
         "loadtest: {} distinct requests from {}; {:.0} requests/s for {:.0} s (+{:.0} s warm-up) on {} connections",
-        mix.len(),
+        distinct,
         data_dir.display(),
         args.rate,
         args.duration,
