@@ -103,6 +103,18 @@ async fn retried_batches_are_stored_once_and_a_split_cowatch_role_learns_from_th
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(answer.candidates.iter().any(|c| c.video_id == "partner"), "{answer:?}");
+    // The consumer reports what it took in and how far behind it is.
+    let metrics = watchnext_testkit::scrape_metrics(cowatch.metrics_addr().expect("metrics")).await.expect("scrape");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("consumer=\"cowatch\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} for cowatch in\n{metrics}"))
+    };
+    assert_eq!(value("watchnext_consumer_events_total"), 21.0);
+    assert_eq!(value("watchnext_consumer_lag_events"), 0.0);
+    assert!(value("watchnext_consumer_catch_up_seconds") >= 0.0);
     cowatch.stop().await.expect("stop");
     feedback.stop().await.expect("stop");
 }

@@ -31,6 +31,8 @@ pub struct Chunk {
     pub first_seq: u64,
     pub events: Vec<Event>,
     pub caught_up: bool,
+    /// Durable events after this chunk when it was read: the follower's lag.
+    pub behind: u64,
 }
 
 impl Chunk {
@@ -121,10 +123,10 @@ pub fn read_chunk(reader: &mut crate::LogReader, max: usize) -> Result<Chunk, Lo
                 }
                 events.push(event);
             }
-            None => return Ok(Chunk { first_seq: first, events, caught_up: true }),
+            None => return Ok(Chunk { first_seq: first, events, caught_up: true, behind: 0 }),
         }
     }
-    Ok(Chunk { first_seq: first, events, caught_up: false })
+    Ok(Chunk { first_seq: first, events, caught_up: false, behind: 0 })
 }
 
 /// The embedded log's follower: reads on the blocking pool only while it
@@ -147,13 +149,14 @@ async fn follow_log(log: FeedbackLog, from_seq: u64, max: usize, tx: mpsc::Sende
         .await;
         let Ok((back, chunk)) = read else { return };
         reader = back;
-        let chunk = match chunk {
+        let mut chunk = match chunk {
             Ok(chunk) => chunk,
             Err(err) => {
                 let _ = tx.send(Err(err.into())).await;
                 return;
             }
         };
+        chunk.behind = log.last_seq().saturating_sub(chunk.last_seq());
         let caught_up = chunk.caught_up;
         if !chunk.events.is_empty() && tx.send(Ok(chunk)).await.is_err() {
             return; // the follower is gone

@@ -370,9 +370,15 @@ async fn follow_once(
                             return Ok(());
                         }
                     }
-                    let c = chunk.get_or_insert_with(|| Chunk { first_seq: seq, events: Vec::new(), caught_up: false });
+                    let c = chunk.get_or_insert_with(|| Chunk {
+                        first_seq: seq,
+                        events: Vec::new(),
+                        caught_up: false,
+                        behind: 0,
+                    });
                     c.events.push(event);
                     c.caught_up = pending == 0;
+                    c.behind = pending;
                 }
                 Err(err) => {
                     metrics::counter!("watchnext_event_stream_undecodable_total").increment(1);

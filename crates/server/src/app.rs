@@ -376,7 +376,7 @@ fn follow_log(log: &watchnext_feedback::SharedStream, hosted: &Hosted, interval_
             (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
             _ => None,
         };
-        let progress = crate::tailer::spawn(log.clone(), *from, vec![generator.clone()], after).next_seq;
+        let progress = crate::tailer::spawn(log.clone(), role.name(), *from, vec![generator.clone()], after).next_seq;
         watch_readiness(info.clone(), *role, generator.clone(), progress);
     }
 }

@@ -199,7 +199,7 @@ pub fn build_recommender(
     // Recent watches: from this process's log, or the feedback role's Tail.
     match (log, e.feedback.is_empty()) {
         (Some(log), _) => {
-            crate::tailer::follow(log.clone(), 1, 4_096, HistoryFeed(history));
+            crate::tailer::follow(log.clone(), "recent_watches", 1, 4_096, HistoryFeed(history));
         }
         (None, false) => {
             let deliver: crate::app::RemoteDelivery = Arc::new(move |events: Vec<Event>, _| history.observe(&events));

@@ -39,15 +39,25 @@ pub trait Consumer: Send + 'static {
 /// work), then every new durable event as it comes (no polling on either
 /// backend). A read failure is logged and the stream is followed again from
 /// the next sequence number after a pause. Ends when the consumer says so.
+///
+/// `label` names the consumer in metrics — `watchnext_consumer_lag_events`
+/// (durable events not yet delivered), `watchnext_consumer_events_total`,
+/// `watchnext_consumer_catch_up_seconds` (from start to the first time it
+/// had everything) — and in the log line that reports the catch-up.
 pub fn follow(
     stream: SharedStream,
+    label: &str,
     from_seq: u64,
     chunk: usize,
     consumer: impl Consumer,
 ) -> tokio::task::JoinHandle<()> {
+    let label = label.to_owned();
     tokio::spawn(async move {
         let mut next = from_seq.max(1);
         let mut consumer = Some(consumer);
+        let (started, mut delivered, mut caught_up_once) = (std::time::Instant::now(), 0u64, false);
+        let lag = metrics::gauge!("watchnext_consumer_lag_events", "consumer" => label.clone());
+        let total = metrics::counter!("watchnext_consumer_events_total", "consumer" => label.clone());
         loop {
             let mut chunks = stream.follow(next, chunk.max(1));
             while let Some(read) = chunks.recv().await {
@@ -59,6 +69,22 @@ pub fn follow(
                     }
                 };
                 next = chunk.last_seq() + 1;
+                delivered += chunk.events.len() as u64;
+                total.increment(chunk.events.len() as u64);
+                lag.set(chunk.behind as f64);
+                if chunk.caught_up && !caught_up_once {
+                    caught_up_once = true;
+                    let seconds = started.elapsed().as_secs_f64();
+                    metrics::gauge!("watchnext_consumer_catch_up_seconds", "consumer" => label.clone()).set(seconds);
+                    tracing::info!(
+                        consumer = %label,
+                        events = delivered,
+                        seconds = format!("{seconds:.2}"),
+                        next_seq = next,
+                        backend = stream.backend(),
+                        "caught up with the event stream"
+                    );
+                }
                 let Some(mut c) = consumer.take() else { return };
                 let step = tokio::task::spawn_blocking(move || {
                     let go_on = c.consume(chunk.first_seq, chunk.events, chunk.caught_up);
@@ -105,12 +131,13 @@ impl Consumer for Observers {
 /// Starts tailing `log` from `from_seq` into `observers` (see [`follow`]).
 pub fn spawn(
     log: SharedStream,
+    label: &str,
     from_seq: u64,
     observers: Vec<Arc<dyn Generator>>,
     after: Option<AfterDelivery>,
 ) -> TailProgress {
     let (progress, next_seq) = watch::channel(from_seq.max(1));
-    follow(log, from_seq, CHUNK, Observers { observers, progress, after });
+    follow(log, label, from_seq, CHUNK, Observers { observers, progress, after });
     TailProgress { next_seq }
 }
 
@@ -164,7 +191,8 @@ mod tests {
         let delivered = Arc::new(Mutex::new(Vec::new()));
         let hook_seen = delivered.clone();
         let hook: AfterDelivery = Arc::new(move |seq| hook_seen.lock().unwrap().push(seq));
-        let mut progress = spawn(Arc::new(log.clone()), 2, vec![recorder.clone() as Arc<dyn Generator>], Some(hook));
+        let mut progress =
+            spawn(Arc::new(log.clone()), "test", 2, vec![recorder.clone() as Arc<dyn Generator>], Some(hook));
         progress.next_seq.wait_for(|n| *n == 4).await.unwrap();
         assert_eq!(*recorder.0.lock().unwrap(), ["b", "c"]);
 
