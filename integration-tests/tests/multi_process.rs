@@ -15,9 +15,8 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Child,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -35,18 +34,6 @@ use watchnext_proto::v1::{
 };
 use watchnext_testkit::{prepare_world, train_ranker};
 
-/// `target/<profile>/watchnext`, built beside this test.
-fn watchnext_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("watchnext");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo build -p watchnext-server` (scripts/test.sh builds it)",
-        bin.display()
-    );
-    bin
-}
-
 /// One process of the deployment, restartable on its address.
 struct Process {
     role: &'static str,
@@ -57,27 +44,15 @@ struct Process {
 
 impl Process {
     fn start(role: &'static str, data: &Path, env: Vec<(String, String)>, listen: &str) -> Self {
-        let mut command = Command::new(watchnext_bin());
-        command
+        let mut child = watchnext_testkit::watchnext_command()
             .args(["serve", "--role", role, "--listen", listen, "--metrics-listen", ""])
             .arg("--data-dir")
             .arg(data)
             .args(["--log-level", "error"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let ort = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ort/libonnxruntime.so");
-        if std::env::var_os("ORT_DYLIB_PATH").is_none() && ort.is_file() {
-            command.env("ORT_DYLIB_PATH", ort);
-        }
-        let mut child = command.spawn().expect("spawn watchnext");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("announce line");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-            .unwrap_or_else(|| panic!("{role}: no grpc= in {line:?}"))
-            .to_owned();
+            .spawn()
+            .expect("spawn watchnext");
+        let addr = watchnext_testkit::announced_addr(&mut child);
         Self { role, env, addr, child: Some(child) }
     }
 

@@ -4,9 +4,8 @@
 //! Recommend load; one ranker is killed with SIGKILL half-way.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,38 +17,17 @@ use watchnext_core::Role;
 use watchnext_proto::v1::{self as pb, RecommendRequest};
 use watchnext_testkit::{TestServer, prepare_world, scrape_metrics, train_ranker};
 
-/// `target/<profile>/watchnext`, built beside this test by the workspace build.
-fn watchnext_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = profile_dir.join("watchnext");
-    assert!(
-        bin.is_file(),
-        "{} is missing: `cargo build -p watchnext-server` (scripts/test.sh builds it)",
-        bin.display()
-    );
-    bin
-}
-
 /// A ranker process on `data` (it only reads the models and the catalogue),
 /// listening on `listen`.
 fn start_ranker(data: &Path, listen: &str) -> (Child, String) {
-    let mut command = Command::new(watchnext_bin());
-    command
+    let mut child = watchnext_testkit::watchnext_command()
         .args(["serve", "--role", "ranker", "--listen", listen, "--metrics-listen", ""])
         .arg("--data-dir")
         .arg(data)
         .args(["--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let workspace_ort = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ort/libonnxruntime.so");
-    if std::env::var_os("ORT_DYLIB_PATH").is_none() && workspace_ort.is_file() {
-        command.env("ORT_DYLIB_PATH", workspace_ort);
-    }
-    let mut child = command.spawn().expect("spawn watchnext");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("announce line");
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")).expect("grpc= in announce").to_owned();
+        .spawn()
+        .expect("spawn watchnext");
+    let addr = watchnext_testkit::announced_addr(&mut child);
     (child, addr)
 }
 

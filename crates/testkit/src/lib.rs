@@ -199,3 +199,36 @@ pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
     );
     Ok(body)
 }
+
+/// A `Command` running the `watchnext` binary built beside the calling test
+/// (`target/<profile>/watchnext`, built by the workspace's test build), with
+/// ONNX Runtime found as the tests find it (`ORT_DYLIB_PATH`, else the
+/// workspace's `.ort/`). For tests that need real processes (kill -9,
+/// several replicas); stdout is piped for the announce line.
+pub fn watchnext_command() -> std::process::Command {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/<profile>").join("watchnext");
+    assert!(
+        bin.is_file(),
+        "{} is missing: `cargo build -p watchnext-server` (scripts/test.sh builds it)",
+        bin.display()
+    );
+    let mut command = std::process::Command::new(bin);
+    let ort = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ort/libonnxruntime.so");
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() && ort.is_file() {
+        command.env("ORT_DYLIB_PATH", ort);
+    }
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::inherit());
+    command
+}
+
+/// Reads the `grpc=` address from a started `watchnext serve`'s announce line.
+pub fn announced_addr(child: &mut std::process::Child) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("announce line");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .unwrap_or_else(|| panic!("no grpc= in the announce line {line:?}"))
+        .to_owned()
+}
