@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tonic::Code;
-use watchnext_core::Role;
+use watchnext_core::{Role, event::Source};
 use watchnext_proto::v1::{
     self as pb, FeedbackEvent, GenerateRequest, RecordRequest, TailRequest, feedback_event::Event,
 };
@@ -50,7 +50,7 @@ async fn the_role_token_guards_role_to_role_calls_and_a_split_deployment_present
     .unwrap();
     let url = format!("http://{}", feedback.addr());
     let cowatch = TestServer::start(|c| {
-        c.server.role = Role::Cowatch;
+        c.server.role = Role::Generator(Source::Cowatch);
         c.endpoints.feedback = url;
         c.auth.role_token = ROLE_TOKEN.into();
     })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-use watchnext_core::{Role, config::EventLogBackend};
+use watchnext_core::{Role, config::EventLogBackend, event::Source};
 use watchnext_feedback::EventStream;
 use watchnext_nats::{NatsStream, local_server::LocalNats};
 use watchnext_proto::v1::{self as pb, FeedbackEvent, GenerateRequest, RecordRequest, feedback_event::Event};
@@ -69,7 +69,8 @@ async fn retried_batches_are_stored_once_and_a_split_cowatch_role_learns_from_th
     let Some(nats) = LocalNats::start() else { return };
     let url = nats.url();
     let feedback = TestServer::start(|c| on_nats(c, &url, Role::Feedback)).await.expect("feedback role");
-    let cowatch = TestServer::start(|c| on_nats(c, &url, Role::Cowatch)).await.expect("co-watch role");
+    let cowatch =
+        TestServer::start(|c| on_nats(c, &url, Role::Generator(Source::Cowatch))).await.expect("co-watch role");
     wait_for_health(&feedback, ServingStatus::Serving).await;
 
     let events = co_watches("batch");
@@ -249,12 +250,12 @@ async fn co_watch_replicas_build_identical_tables_and_a_new_one_starts_from_a_sn
     let Some(nats) = LocalNats::start() else { return };
     let url = nats.url();
     let a = TestServer::start(|c| {
-        on_nats(c, &url, Role::Cowatch);
+        on_nats(c, &url, Role::Generator(Source::Cowatch));
         c.generators.snapshot_interval_seconds = 1;
     })
     .await
     .expect("replica a");
-    let b = TestServer::start(|c| on_nats(c, &url, Role::Cowatch)).await.expect("replica b");
+    let b = TestServer::start(|c| on_nats(c, &url, Role::Generator(Source::Cowatch))).await.expect("replica b");
     let stream =
         NatsStream::connect(&watchnext_core::config::NatsConfig { url: url.clone(), ..Default::default() }, "w")
             .await
@@ -300,7 +301,7 @@ async fn co_watch_replicas_build_identical_tables_and_a_new_one_starts_from_a_sn
             std::fs::copy(from.join("snapshots").join("cowatch.snap"), dir.join("snapshots").join("cowatch.snap"))?;
             Ok(())
         },
-        |cfg| on_nats(cfg, &url, Role::Cowatch),
+        |cfg| on_nats(cfg, &url, Role::Generator(Source::Cowatch)),
     )
     .await
     .expect("replica c");

@@ -224,7 +224,10 @@ async fn metrics_count_requests_per_rpc_and_code() {
 
 #[tokio::test]
 async fn single_role_processes_serve_only_their_role() {
-    let server = TestServer::start(|c| c.server.role = watchnext_core::Role::Topic).await.unwrap();
+    let server =
+        TestServer::start(|c| c.server.role = watchnext_core::Role::Generator(watchnext_core::event::Source::Topic))
+            .await
+            .unwrap();
     let services = watchnext_server::health::list_services(server.channel.clone()).await.unwrap();
     assert!(services.contains(&"watchnext.v1.CandidateGenerator".to_owned()));
     assert!(!services.contains(&"watchnext.v1.Ranker".to_owned()), "{services:?}");

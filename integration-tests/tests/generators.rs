@@ -184,7 +184,7 @@ async fn a_cowatch_role_of_a_split_deployment_learns_through_feedback_tail() {
     let feedback = TestServer::start(|c| c.server.role = Role::Feedback).await.unwrap();
     let url = format!("http://{}", feedback.addr());
     let cowatch = TestServer::start(|c| {
-        c.server.role = Role::Cowatch;
+        c.server.role = Role::Generator(CandidateSource::Cowatch);
         c.endpoints.feedback = url;
     })
     .await
@@ -239,7 +239,9 @@ fn train_sequence_model(data_dir: &std::path::Path, version: &str, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sequence_generator_picks_up_trained_models_and_swaps_them_under_load() {
     let server = world_server(|c| {
-        c.generators.sequence = serde_json::json!({ "model_poll_seconds": 1, "index": "flat_hnsw" });
+        c.generators
+            .sections
+            .insert("sequence".into(), serde_json::json!({ "model_poll_seconds": 1, "index": "flat_hnsw" }));
     })
     .await;
     let video = popular_video(&server);
@@ -326,7 +328,7 @@ async fn a_sequence_role_serves_its_model_alone_and_learns_histories_through_fee
             Ok(())
         },
         |c| {
-            c.server.role = Role::Sequence;
+            c.server.role = Role::Generator(CandidateSource::Sequence);
             c.endpoints.feedback = url;
         },
     )

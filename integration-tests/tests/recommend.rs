@@ -384,15 +384,15 @@ async fn a_split_deployment_answers_degraded_when_a_generator_role_dies() {
             c.endpoints.feedback = url;
         }
     };
-    let topic = TestServer::start(follow(Role::Topic)).await.unwrap();
-    let context = TestServer::start(follow(Role::Context)).await.unwrap();
+    let topic = TestServer::start(follow(Role::Generator(CandidateSource::Topic))).await.unwrap();
+    let context = TestServer::start(follow(Role::Generator(CandidateSource::Context))).await.unwrap();
     let ranker = TestServer::start(follow(Role::Ranker)).await.unwrap();
     let (topic_url, context_url, ranker_url) =
         (format!("http://{}", topic.addr()), format!("http://{}", context.addr()), format!("http://{}", ranker.addr()));
     let front = TestServer::start(move |c| {
         follow(Role::Recommender)(c);
-        c.endpoints.topic = topic_url;
-        c.endpoints.context = context_url;
+        c.endpoints.generators.insert("topic".into(), topic_url);
+        c.endpoints.generators.insert("context".into(), context_url);
         c.endpoints.ranker = ranker_url;
     })
     .await

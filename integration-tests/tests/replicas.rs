@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use watchnext_core::Role;
+use watchnext_core::{Role, event::Source};
 use watchnext_proto::v1::{self as pb, RecommendRequest};
 use watchnext_testkit::{TestServer, prepare_world, scrape_metrics, train_ranker};
 
@@ -67,14 +67,16 @@ async fn calls_spread_over_three_rankers_and_none_fails_when_one_is_killed() {
     let mut rankers = Children(children);
     let ranker_urls = addrs.iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(",");
 
-    let topic =
-        TestServer::start_with_data(|dir| prepare_world(dir, 11, 20_000).map(|_| ()), |c| c.server.role = Role::Topic)
-            .await
-            .expect("topic role");
+    let topic = TestServer::start_with_data(
+        |dir| prepare_world(dir, 11, 20_000).map(|_| ()),
+        |c| c.server.role = Role::Generator(Source::Topic),
+    )
+    .await
+    .expect("topic role");
     let topic_url = format!("http://{}", topic.addr());
     let recommender = TestServer::start(|c| {
         c.server.role = Role::Recommender;
-        c.endpoints.topic = topic_url;
+        c.endpoints.generators.insert("topic".into(), topic_url);
         c.endpoints.ranker = ranker_urls;
         c.endpoints.probe_interval_ms = 200;
     })

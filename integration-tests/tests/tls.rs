@@ -150,7 +150,7 @@ async fn a_verified_client_certificate_is_a_role_credential_between_roles() {
     // A co-watch role follows the log over TLS with its certificate (no token).
     let url = format!("https://{}", feedback.addr());
     let cowatch = TestServer::start(move |c| {
-        c.server.role = Role::Cowatch;
+        c.server.role = Role::Generator(watchnext_core::event::Source::Cowatch);
         c.endpoints.feedback = url;
         c.tls = TlsConfig {
             ca_file: server_ca_file,

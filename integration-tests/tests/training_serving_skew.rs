@@ -13,7 +13,6 @@ use watchnext_core::{
     catalog::Catalog,
     datadir::DataDir,
     event::{Event, EventKind},
-    generator::Generator,
 };
 use watchnext_proto::v1::{self as pb, RecommendRequest, RecordRequest};
 use watchnext_testkit::{TestServer, prepare_world, test_config, train_ranker};
@@ -144,12 +143,7 @@ async fn served_rows_recomputed_by_the_training_path_are_identical_bit_for_bit()
     let catalog = Arc::new(Catalog::read(&DataDir::new(&copy).catalog()).expect("catalogue"));
     let config = test_config(&copy);
     let hosted = watchnext_server::examples::fresh_generators(&config, &catalog).expect("generators");
-    let serving = Serving {
-        generators: hosted.generators.iter().map(|(_, g, _)| g.clone() as Arc<dyn Generator>).collect(),
-        per_generator: 200,
-        max_candidates: 500,
-        history_len: 50,
-    };
+    let serving = Serving { generators: hosted.all(), per_generator: 200, max_candidates: 500, history_len: 50 };
     let trainer = TrainerConfig::default();
     let (examples, summary) =
         replay::examples(&events, &catalog, &serving, &trainer, i64::MAX, "test".into(), false).expect("examples");

@@ -149,10 +149,9 @@ mod tests {
             excluded_ids in proptest::collection::vec(0u8..40, 0..5),
             max in 1usize..50,
         ) {
-            let sources = [Source::Topic, Source::Cowatch, Source::Sequence, Source::Context];
             let lists: Vec<SourceList> = lists
                 .iter()
-                .zip(sources)
+                .zip(crate::registry::GENERATORS.iter().copied())
                 .map(|(l, s)| (s, l.iter().map(|(id, score)| (v(&format!("v{id}")), *score)).collect()))
                 .collect();
             let excluded_videos: Vec<VideoId> = excluded_ids.iter().map(|id| v(&format!("v{id}"))).collect();

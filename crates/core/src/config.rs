@@ -10,6 +10,7 @@
 //! key and says what is accepted.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -20,7 +21,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::role::Role;
+use crate::{event::Source, registry, role::Role};
 
 /// The prefix of configuration environment variables; `__` separates levels.
 pub const ENV_PREFIX: &str = "WATCHNEXT__";
@@ -33,11 +34,11 @@ pub enum ConfigError {
     Load(String),
     /// A value has the right type but is not acceptable.
     #[error("configuration key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
 /// The whole configuration of a `watchnext` process.
@@ -354,7 +355,7 @@ impl Default for RecommenderConfig {
 
 /// The candidate generators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct GeneratorsConfig {
     /// Largest `max_candidates` a client may ask one generator for.
     pub max_candidates: u32,
@@ -365,12 +366,30 @@ pub struct GeneratorsConfig {
     /// catalogue is loaded off the request path and swapped into every
     /// generator, so new videos appear without a restart.
     pub catalog_poll_seconds: u64,
-    /// Settings of each generator, passed to its crate, which validates
-    /// them and names the key on error (see deploy/watchnext.example.toml).
-    pub topic: serde_json::Value,
-    pub cowatch: serde_json::Value,
-    pub sequence: serde_json::Value,
-    pub context: serde_json::Value,
+    /// Settings of each generator, `[generators.<name>]` for every name in
+    /// the registry ([`crate::registry`]), passed to its crate, which
+    /// validates them and names the key on error (see
+    /// deploy/watchnext.example.toml). Other keys are refused by
+    /// [`Config::validate`].
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_json::Value>,
+}
+
+impl GeneratorsConfig {
+    /// The settings of `source`'s generator (`{}` when none are set).
+    pub fn section(&self, source: Source) -> serde_json::Value {
+        self.sections
+            .get(crate::event::source_name(source))
+            .cloned()
+            .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
+
+    /// The settings of `source`'s generator, to change in place.
+    pub fn section_mut(&mut self, source: Source) -> &mut serde_json::Value {
+        self.sections
+            .entry(crate::event::source_name(source).to_owned())
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+    }
 }
 
 impl Default for GeneratorsConfig {
@@ -380,10 +399,7 @@ impl Default for GeneratorsConfig {
             max_candidates: 2_000,
             snapshot_interval_seconds: 300,
             catalog_poll_seconds: 10,
-            topic: empty(),
-            cowatch: empty(),
-            sequence: empty(),
-            context: empty(),
+            sections: registry::NAMES.iter().map(|n| ((*n).to_owned(), empty())).collect(),
         }
     }
 }
@@ -533,14 +549,14 @@ impl Default for NatsConfig {
 /// resolve to several addresses (a headless Service): calls are spread over
 /// every replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EndpointsConfig {
     pub ranker: String,
-    pub topic: String,
-    pub cowatch: String,
-    pub sequence: String,
-    pub context: String,
     pub feedback: String,
+    /// `endpoints.<name>` for every generator in the registry
+    /// ([`crate::registry`]); other keys are refused by [`Config::validate`].
+    #[serde(flatten)]
+    pub generators: BTreeMap<String, String>,
     /// How often host names are resolved again (replicas come and go).
     pub resolve_seconds: u64,
     /// How often each replica's gRPC health is checked; a replica that is
@@ -552,11 +568,8 @@ impl Default for EndpointsConfig {
     fn default() -> Self {
         Self {
             ranker: String::new(),
-            topic: String::new(),
-            cowatch: String::new(),
-            sequence: String::new(),
-            context: String::new(),
             feedback: String::new(),
+            generators: registry::NAMES.iter().map(|n| ((*n).to_owned(), String::new())).collect(),
             resolve_seconds: 5,
             probe_interval_ms: 1_000,
         }
@@ -747,14 +760,27 @@ impl Config {
         if self.data.dir.as_os_str().is_empty() {
             return Err(invalid("data.dir", "must not be empty"));
         }
-        let endpoints = [
-            ("endpoints.ranker", &self.endpoints.ranker),
-            ("endpoints.topic", &self.endpoints.topic),
-            ("endpoints.cowatch", &self.endpoints.cowatch),
-            ("endpoints.sequence", &self.endpoints.sequence),
-            ("endpoints.context", &self.endpoints.context),
-            ("endpoints.feedback", &self.endpoints.feedback),
+        for name in self.generators.sections.keys() {
+            if registry::by_name(name).is_none() {
+                return Err(invalid(
+                    format!("generators.{name}"),
+                    format!("unknown key; generators are {}", registry::names()),
+                ));
+            }
+        }
+        for name in self.endpoints.generators.keys() {
+            if registry::by_name(name).is_none() {
+                return Err(invalid(
+                    format!("endpoints.{name}"),
+                    format!("unknown key; roles with endpoints are ranker, feedback, {}", registry::names()),
+                ));
+            }
+        }
+        let mut endpoints = vec![
+            ("endpoints.ranker".to_owned(), &self.endpoints.ranker),
+            ("endpoints.feedback".to_owned(), &self.endpoints.feedback),
         ];
+        endpoints.extend(self.endpoints.generators.iter().map(|(k, v)| (format!("endpoints.{k}"), v)));
         for (key, value) in endpoints {
             if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
                 return Err(invalid(key, format!("`{value}` must be a URL such as http://ranker:50051")));
@@ -853,6 +879,44 @@ mod tests {
 
         let err = Config::load_with_env(Some(&dir.path().join("missing.toml")), no_env(), &[]).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn generator_sections_and_endpoints_follow_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("watchnext.toml");
+        std::fs::write(
+            &file,
+            "[server]\nrole = \"cowatch\"\n[generators]\nmax_candidates = 900\n\
+             [generators.cowatch]\nwindow = 7\n[endpoints]\nsequence = \"http://seq:50051\"\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WATCHNEXT__ENDPOINTS__TOPIC", "http://topic:50051");
+            let config = Config::load(Some(&file), &[]).expect("loads");
+            assert_eq!(config.server.role, Role::Generator(Source::Cowatch));
+            assert_eq!(config.generators.max_candidates, 900);
+            assert_eq!(config.generators.section(Source::Cowatch), serde_json::json!({ "window": 7 }));
+            assert_eq!(config.generators.section(Source::Topic), serde_json::json!({}));
+            assert_eq!(config.endpoints.generators["sequence"], "http://seq:50051");
+            assert_eq!(config.endpoints.generators["topic"], "http://topic:50051", "env reaches the map");
+            assert_eq!(config.endpoints.generators["context"], "", "defaults stay");
+            Ok(())
+        });
+
+        std::fs::write(&file, "[generators.cowatc]\nwindow = 7\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("generators.cowatc") && err.contains("cowatch"), "{err}");
+        std::fs::write(&file, "[endpoints]\nrankr = \"http://r:1\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("endpoints.rankr"), "{err}");
+        std::fs::write(&file, "[endpoints]\ncontext = \"context:1\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("endpoints.context") && err.contains("must be a URL"), "{err}");
+        std::fs::write(&file, "[server]\nrole = \"unspecified\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), no_env(), &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown role") && err.contains("cowatch"), "{err}");
     }
 
     #[test]

@@ -20,19 +20,13 @@ use crate::{
 
 pub use pb::CandidateSource as Source;
 
-/// Every candidate source, in wire order.
-pub const SOURCES: [Source; 5] =
-    [Source::Unspecified, Source::Topic, Source::Cowatch, Source::Sequence, Source::Context];
+/// Every candidate source, in wire order (from the generator registry).
+pub use crate::registry::SOURCES;
 
-/// The lowercase name a candidate source has in files, logs and reports.
+/// The lowercase name a candidate source has in files, logs and reports
+/// (its generator's registry name).
 pub fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Unspecified => "unspecified",
-        Source::Topic => "topic",
-        Source::Cowatch => "cowatch",
-        Source::Sequence => "sequence",
-        Source::Context => "context",
-    }
+    crate::registry::index(source).map_or("unspecified", |i| crate::registry::NAMES[i])
 }
 
 /// One generator's vote for a candidate (its provenance).
@@ -59,7 +53,7 @@ impl Vote {
 
 /// The source with that lowercase name.
 pub fn source_from_name(name: &str) -> Option<Source> {
-    SOURCES.into_iter().find(|s| source_name(*s) == name)
+    SOURCES.iter().copied().find(|s| source_name(*s) == name)
 }
 
 /// The exact features the ranker used for one candidate.

@@ -39,54 +39,55 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     catalog::{Catalog, Video},
-    event::{Source, Vote},
+    event::Vote,
+    registry,
     request::{Device, HistoryEntry, Query},
 };
 
 /// Bumped whenever the meaning or order of a feature changes.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// Names of the dense features, in tensor order.
-pub const DENSE: &[&str] = &[
-    "cand_in_catalog",
-    "cand_log_duration_min",
-    "cand_duration_known",
-    "cand_log_age_days",
-    "cand_age_known",
-    "query_in_catalog",
-    "query_log_duration_min",
-    "topic_jaccard_query",
-    "topic_shares_query",
-    "same_primary_topic",
-    "user_topic_affinity_max",
-    "user_topic_affinity_sum",
-    "cand_in_history",
-    "history_log_len",
-    "history_mean_watch_fraction",
-    "history_log_minutes_since_last",
-    "device_unknown",
-    "device_phone",
-    "device_tablet",
-    "device_tv",
-    "device_desktop",
-    "hour_sin",
-    "hour_cos",
-    "weekday_sin",
-    "weekday_cos",
-    "source_topic",
-    "source_cowatch",
-    "source_sequence",
-    "source_context",
-    "score_topic",
-    "score_cowatch",
-    "score_sequence",
-    "score_context",
-    "rank_topic",
-    "rank_cowatch",
-    "rank_sequence",
-    "rank_context",
-    "source_count",
-];
+macro_rules! dense_features {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Names of the dense features, in tensor order: the request and
+        /// candidate features, then for every generator of the registry
+        /// (in its order) `source_<name>` (proposed it), `score_<name>` (its
+        /// score), `rank_<name>` (`1 / log2(1 + place)` in its list), then
+        /// `source_count` (the share of generators that proposed it).
+        pub const DENSE: &[&str] = &[
+            "cand_in_catalog",
+            "cand_log_duration_min",
+            "cand_duration_known",
+            "cand_log_age_days",
+            "cand_age_known",
+            "query_in_catalog",
+            "query_log_duration_min",
+            "topic_jaccard_query",
+            "topic_shares_query",
+            "same_primary_topic",
+            "user_topic_affinity_max",
+            "user_topic_affinity_sum",
+            "cand_in_history",
+            "history_log_len",
+            "history_mean_watch_fraction",
+            "history_log_minutes_since_last",
+            "device_unknown",
+            "device_phone",
+            "device_tablet",
+            "device_tv",
+            "device_desktop",
+            "hour_sin",
+            "hour_cos",
+            "weekday_sin",
+            "weekday_cos",
+            $(concat!("source_", $name),)*
+            $(concat!("score_", $name),)*
+            $(concat!("rank_", $name),)*
+            "source_count",
+        ];
+    };
+}
+crate::for_each_generator!(dense_features);
 
 /// Width of a dense row.
 pub const DENSE_LEN: usize = DENSE.len();
@@ -102,8 +103,8 @@ pub const DENSE_INPUT: &str = "dense";
 /// Name of the sparse input tensor of a model (`[batch, SPARSE_LEN]`, int64).
 pub const SPARSE_INPUT: &str = "sparse";
 
-/// The four generator sources that are features, in [`DENSE`] order.
-const SOURCE_FEATURES: [Source; 4] = [Source::Topic, Source::Cowatch, Source::Sequence, Source::Context];
+/// How many dense features come before the generators' provenance features.
+const FIXED_DENSE: usize = DENSE_LEN - 3 * registry::COUNT - 1;
 
 /// Bucket counts of the hashed sparse fields (a model's embedding table sizes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,11 +429,11 @@ impl<'s> RequestFeatures<'s> {
         let duration_known = cand.is_some_and(|c| c.duration_seconds > 0.0);
         let in_history = index.is_some_and(|i| self.history_videos.binary_search(&i).is_ok());
 
-        let mut present = [0.0f32; 4];
-        let mut scores = [0.0f32; 4];
-        let mut ranks = [0.0f32; 4];
+        let mut present = [0.0f32; registry::COUNT];
+        let mut scores = [0.0f32; registry::COUNT];
+        let mut ranks = [0.0f32; registry::COUNT];
         for vote in sources {
-            if let Some(k) = SOURCE_FEATURES.iter().position(|s| *s == vote.source) {
+            if let Some(k) = registry::index(vote.source) {
                 present[k] = 1.0;
                 let score = if vote.score.is_finite() { vote.score } else { 0.0 };
                 scores[k] = scores[k].max(score);
@@ -466,21 +467,16 @@ impl<'s> RequestFeatures<'s> {
             self.clock[1],
             self.clock[2],
             self.clock[3],
-            present[0],
-            present[1],
-            present[2],
-            present[3],
-            scores[0],
-            scores[1],
-            scores[2],
-            scores[3],
-            ranks[0],
-            ranks[1],
-            ranks[2],
-            ranks[3],
-            present.iter().sum::<f32>() / 4.0,
         ];
-        dense.copy_from_slice(&values);
+        let (fixed, provenance) = dense.split_at_mut(FIXED_DENSE);
+        fixed.copy_from_slice(&values);
+        let (p, rest) = provenance.split_at_mut(registry::COUNT);
+        let (s, rest) = rest.split_at_mut(registry::COUNT);
+        let (r, count) = rest.split_at_mut(registry::COUNT);
+        p.copy_from_slice(&present);
+        s.copy_from_slice(&scores);
+        r.copy_from_slice(&ranks);
+        count[0] = present.iter().sum::<f32>() / registry::COUNT as f32;
         let [_, videos, _, topics, _, _, _] = self.schema.sparse_buckets();
         sparse.copy_from_slice(&self.sparse);
         sparse[1] = bucket("video", video, videos);
@@ -491,7 +487,7 @@ impl<'s> RequestFeatures<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::VideoId;
+    use crate::{event::Source, ids::VideoId};
 
     fn video(id: &str, topics: &[&str], duration: f32, upload_ms: i64) -> Video {
         Video {

@@ -11,6 +11,8 @@
 //!   start-up with errors that name the key.
 //! - [`error`]: the request-validation error and its gRPC status.
 //! - [`role`]: the roles one `watchnext` process can serve.
+//! - [`registry`]: the one list of candidate generators everything else
+//!   derives from.
 //!
 //! - [`features`]: the feature schema the trainer and the ranker share, so
 //!   the two cannot drift apart.
@@ -28,6 +30,7 @@ pub mod generator;
 pub mod history;
 pub mod ids;
 pub mod model;
+pub mod registry;
 pub mod request;
 pub mod role;
 pub mod stages;

@@ -40,26 +40,14 @@ pub const IMPRESSIONS: &str = "impressions";
 
 /// The stage label of one generator's answer.
 pub fn generate(source: Source) -> &'static str {
-    match source {
-        Source::Topic => "generate_topic",
-        Source::Cowatch => "generate_cowatch",
-        Source::Sequence => "generate_sequence",
-        Source::Context => "generate_context",
-        Source::Unspecified => "generate_unspecified",
-    }
+    crate::registry::index(source).map_or("generate_unspecified", |i| crate::registry::STAGES[i])
 }
 
-/// Every stage in request order, the generators' as `generate_*`; what a
-/// report lists first (others follow by name).
-pub const ORDER: &[&str] = &[
-    "generate_topic",
-    "generate_cowatch",
-    "generate_sequence",
-    "generate_context",
-    MERGE,
-    RANK,
-    FEATURES,
-    ONNX,
-    COMBINE,
-    IMPRESSIONS,
-];
+/// The stages after the generators', in request order.
+pub const AFTER_GENERATORS: &[&str] = &[MERGE, RANK, FEATURES, ONNX, COMBINE, IMPRESSIONS];
+
+/// Every stage in request order, the generators' (`generate_*`, registry
+/// order) first; what a report lists first (others follow by name).
+pub fn order() -> impl Iterator<Item = &'static str> {
+    crate::registry::STAGES.iter().chain(AFTER_GENERATORS).copied()
+}

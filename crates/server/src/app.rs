@@ -220,7 +220,8 @@ pub fn reload_combiner(recommender: &watchnext_recommender::Recommender, config:
 /// stops start-up with instructions instead of failing the first request.
 fn onnx_for(config: &Config) -> anyhow::Result<String> {
     let role = config.server.role;
-    if !(role.includes(Role::Ranker) || role.includes(Role::Sequence)) {
+    let generator_model = generators::REGISTRY.iter().any(|e| e.uses_onnx && role.includes(Role::Generator(e.source)));
+    if !(role.includes(Role::Ranker) || generator_model) {
         return Ok(String::new());
     }
     let runtime = OnnxRuntime::init(&config.onnx)?;
@@ -257,10 +258,7 @@ async fn open_stream(config: &Config) -> anyhow::Result<Option<watchnext_feedbac
             None
         }),
         watchnext_core::config::EventLogBackend::Nats => {
-            let uses_events =
-                [Role::Feedback, Role::Recommender, Role::Topic, Role::Cowatch, Role::Sequence, Role::Context]
-                    .into_iter()
-                    .any(|r| role.includes(r));
+            let uses_events = role != Role::Ranker; // every other role reads or writes events
             if !uses_events {
                 return Ok(None); // a ranker reads no events
             }
@@ -334,50 +332,47 @@ fn watch_catalog(config: &Config, consumers: Vec<CatalogConsumer>, interval_s: u
     });
 }
 
-/// Looks for a newer sequence model every `sequence_poll_seconds`; loads
-/// and indexes it off the request path, swaps it in, and marks the
-/// generator serving once it has a model.
-fn watch_sequence_models(hosted: &Hosted, info: &Arc<ProcessInfo>) {
-    let Some(generator) = hosted.sequence.clone() else { return };
-    let interval_s = hosted.sequence_poll_seconds;
-    if interval_s == 0 {
-        return;
-    }
-    let (root, info) = (hosted.sequence_models.clone(), info.clone());
-    tokio::spawn(async move {
-        let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, Role::Sequence.name());
-        let mut tick = tokio::time::interval(Duration::from_secs(interval_s));
-        tick.tick().await;
-        loop {
+/// Runs each hosted generator's periodic reload (the sequence generator
+/// looks for a newer model, loads and indexes it off the request path and
+/// swaps it in), marking the generator serving once it can answer.
+fn watch_reloads(hosted: &Hosted, info: &Arc<ProcessInfo>) {
+    for h in &hosted.generators {
+        let Some((every, job)) = h.reload.clone() else { continue };
+        let (generator, info) = (h.generator.clone(), info.clone());
+        let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, h.role().name());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
-            let was_ready = generator.current().is_some();
-            let (g, r) = (generator.clone(), root.clone());
-            if let Err(err) = tokio::task::spawn_blocking(move || generators::load_newest_sequence_model(&g, &r)).await
-            {
-                tracing::error!(%err, "sequence model reload task failed");
+            loop {
+                tick.tick().await;
+                let was_ready = generator.ready().is_ok();
+                let job = job.clone();
+                match tokio::task::spawn_blocking(move || job()).await {
+                    Ok(true) if !was_ready => {
+                        info.set_service(&name, true, "").await;
+                        info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(%err, generator = %name, "reload task failed"),
+                }
             }
-            if !was_ready && generator.current().is_some() {
-                info.set_service(&name, true, "").await;
-                info.set_service(service_names::CANDIDATE_GENERATOR, true, "").await;
-            }
-        }
-    });
+        });
+    }
 }
 
-/// Feeds every hosted generator from the log: co-watch from its snapshot on,
-/// snapshotting every `interval_s` seconds (0: never), the others from the
-/// start.
+/// Feeds every hosted generator from the log, each from its own first
+/// needed sequence (co-watch from its snapshot on) and with its hook after
+/// each delivery (co-watch's snapshots).
 ///
 /// Each generator's health follows its readiness as the log is delivered
 /// (co-watch, say, becomes ready once it has observed some watches).
-fn follow_log(log: &watchnext_feedback::SharedStream, hosted: &Hosted, interval_s: u64, info: &Arc<ProcessInfo>) {
-    for (role, generator, from) in &hosted.generators {
-        let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
-            (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
-            _ => None,
-        };
-        let progress = crate::tailer::spawn(log.clone(), role.name(), *from, vec![generator.clone()], after).next_seq;
-        watch_readiness(info.clone(), *role, generator.clone(), progress);
+fn follow_log(log: &watchnext_feedback::SharedStream, hosted: &Hosted, info: &Arc<ProcessInfo>) {
+    for h in &hosted.generators {
+        let name = h.role().name();
+        let progress =
+            crate::tailer::spawn(log.clone(), name, h.from_seq, vec![h.generator.clone()], h.after_delivery.clone())
+                .next_seq;
+        watch_readiness(info.clone(), h.role(), h.generator.clone(), progress);
     }
 }
 
@@ -413,25 +408,20 @@ fn follow_remote(
     config: &Config,
     credential: &RoleCredential,
     hosted: &Hosted,
-    interval_s: u64,
     info: &Arc<ProcessInfo>,
 ) -> anyhow::Result<()> {
     let channel = feedback_channel(endpoint, config, credential)?;
-    for (role, generator, from) in &hosted.generators {
-        let after = match (&hosted.cowatch, *role == Role::Cowatch && interval_s > 0) {
-            (Some(cowatch), true) => Some(snapshot_hook(cowatch.clone(), hosted.cowatch_snapshot.clone(), interval_s)),
-            _ => None,
-        };
-        let (progress_tx, progress) = tokio::sync::watch::channel(*from);
-        watch_readiness(info.clone(), *role, generator.clone(), progress);
-        let generator = generator.clone();
+    for h in &hosted.generators {
+        let (progress_tx, progress) = tokio::sync::watch::channel(h.from_seq);
+        watch_readiness(info.clone(), h.role(), h.generator.clone(), progress);
+        let (generator, after) = (h.generator.clone(), h.after_delivery.clone());
         let deliver: RemoteDelivery = Arc::new(move |events, last| {
             generator.observe(&events);
             if let Some(hook) = &after {
                 hook(last);
             }
         });
-        tail_remote(channel.clone(), role.name().to_owned(), *from, deliver, Some(progress_tx));
+        tail_remote(channel.clone(), h.role().name().to_owned(), h.from_seq, deliver, Some(progress_tx));
     }
     Ok(())
 }
@@ -500,28 +490,6 @@ pub(crate) fn tail_remote(
     });
 }
 
-/// Snapshots the co-watch tables after a delivery when `interval_s` has
-/// passed since the last snapshot; the snapshot then covers exactly the log
-/// prefix delivered.
-fn snapshot_hook(
-    cowatch: Arc<watchnext_cowatch::CowatchGenerator>,
-    path: std::path::PathBuf,
-    interval_s: u64,
-) -> crate::tailer::AfterDelivery {
-    let last = std::sync::Mutex::new(Instant::now());
-    Arc::new(move |covered| {
-        let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.elapsed() < Duration::from_secs(interval_s) {
-            return;
-        }
-        *last = Instant::now();
-        match cowatch.snapshot(&path, covered) {
-            Ok(info) => tracing::info!(covered, bytes = info.bytes, "co-watch snapshot written"),
-            Err(err) => tracing::warn!(%err, "co-watch snapshot failed; the log still holds everything"),
-        }
-    })
-}
-
 /// Starts serving `config.server.role`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
@@ -557,7 +525,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let max_msg = config.server.max_message_bytes;
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
-    let generator_roles: Vec<Role> = Role::GENERATORS.into_iter().filter(|g| role.includes(*g)).collect();
+    let generator_roles: Vec<Role> = Role::generators().filter(|g| role.includes(*g)).collect();
     // The catalogue is read once, for every role here that needs it.
     let catalog = if generator_roles.is_empty() && !role.includes(Role::Ranker) && !role.includes(Role::Recommender) {
         None
@@ -576,7 +544,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let mut entries = Vec::new();
         for r in &generator_roles {
             let name = format!("{}/{}", service_names::CANDIDATE_GENERATOR, r.name());
-            let generator = hosted.get(*r).cloned();
+            let generator = r.source().and_then(|s| hosted.get(s)).cloned();
             match generator.as_ref().map(|g| g.ready()) {
                 Some(Ok(())) => {
                     any_serving = true;
@@ -589,7 +557,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         let detail = if any_serving { "" } else { "no hosted generator is ready" };
         info.set_service(service_names::CANDIDATE_GENERATOR, any_serving, detail).await;
-        watch_sequence_models(&hosted, &info);
+        watch_reloads(&hosted, &info);
         routes.add_service(
             CandidateGeneratorServer::new(GeneratorService::new(
                 entries,
@@ -632,15 +600,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         );
-        let has_sources = !hosted.generators.is_empty()
-            || [
-                &config.endpoints.topic,
-                &config.endpoints.cowatch,
-                &config.endpoints.sequence,
-                &config.endpoints.context,
-            ]
-            .iter()
-            .any(|u| !u.is_empty());
+        let has_sources = !hosted.generators.is_empty() || config.endpoints.generators.values().any(|u| !u.is_empty());
         let detail =
             if has_sources { "" } else { "no candidate generator in this process and no endpoints.* configured" };
         info.set_service(service_names::RECOMMENDER, has_sources, detail).await;
@@ -653,8 +613,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let mut consumers: Vec<CatalogConsumer> = hosted
             .generators
             .iter()
-            .map(|(_, g, _)| {
-                let g = g.clone();
+            .map(|h| {
+                let g = h.generator.clone();
                 Arc::new(move |c: &Arc<watchnext_core::catalog::Catalog>| g.update_catalog(c)) as CatalogConsumer
             })
             .collect();
@@ -682,18 +642,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 "generators in this process learn nothing online: set endpoints.feedback to the feedback role's URL"
             );
         } else {
-            follow_remote(
-                &config.endpoints.feedback,
-                &config,
-                auth.outgoing(),
-                &hosted,
-                config.generators.snapshot_interval_seconds,
-                &info,
-            )?;
+            follow_remote(&config.endpoints.feedback, &config, auth.outgoing(), &hosted, &info)?;
         }
     }
     if let Some(log) = &log {
-        follow_log(log, &hosted, config.generators.snapshot_interval_seconds, &info);
+        follow_log(log, &hosted, &info);
     }
     if let Some(log) = log.filter(|_| role.includes(Role::Feedback)) {
         routes.add_service(

@@ -168,35 +168,14 @@ pub fn eval(config: &Config, command: EvalCommand) -> anyhow::Result<()> {
     };
     let mut all = config.clone();
     all.server.role = watchnext_core::Role::All;
-    let hosted = crate::generators::build_with(&all, false, None)?;
-    let generators: Vec<_> = hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
+    let hosted = crate::generators::build_with(&all, false, false, None)?;
+    let generators = hosted.all();
     let options = watchnext_eval::generators::EvalOptions { ks: k, max_cases: users, ..Default::default() };
-    if let Some(sequence) = &hosted.sequence {
-        // The sequence model learns from the same training split the other
-        // generators observe (nothing after each case's query watch).
-        let c = crate::training::sequence_trainer_config(config)?;
-        let (training, _) = watchnext_eval::generators::leave_last_out(&events, options.history_len);
-        let sequences = watchnext_trainer::sequence::Sequences::from_events(training, &c);
-        println!(
-            "training the sequence model on the training split: {} users, {} videos, {} examples",
-            sequences.users.len(),
-            sequences.videos.len(),
-            sequences.examples.len()
-        );
-        let (net, report) = watchnext_trainer::sequence::train_sequence(&sequences, &c, true)?;
-        let scratch = tempfile::tempdir().context("a scratch folder for the evaluation's sequence model")?;
-        let dir = scratch.path().join("eval");
-        watchnext_trainer::sequence::write_sequence_model(&dir, &net, &sequences, "eval", &report)?;
-        let installed = sequence.load_dir(&dir)?;
-        println!(
-            "sequence model: best epoch {} of {}; {} index over {} videos built in {:.1}s",
-            report.best_epoch,
-            report.epochs.len(),
-            installed.index,
-            installed.videos,
-            installed.index_seconds
-        );
-    }
+    // Models (the sequence generator's) learn from the same training split
+    // the other generators observe (nothing after each case's query watch).
+    let (training, _) = watchnext_eval::generators::leave_last_out(&events, options.history_len);
+    let training: Vec<watchnext_core::event::Event> = training.into_iter().cloned().collect();
+    hosted.fit(&training, "evaluation's training split", true)?;
     let started = std::time::Instant::now();
     let report = watchnext_eval::generators::evaluate(&generators, &catalog, &events, world.as_ref(), &options);
     println!("{report}");

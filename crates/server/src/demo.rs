@@ -36,9 +36,7 @@ pub async fn show_candidates(url: &str, data_dir: &Path) -> anyhow::Result<()> {
         title(request.query_video.as_str())
     );
     let mut client = CandidateGeneratorClient::connect(url.to_owned()).await?;
-    for source in
-        [CandidateSource::Topic, CandidateSource::Cowatch, CandidateSource::Sequence, CandidateSource::Context]
-    {
+    for source in watchnext_core::registry::GENERATORS.iter().copied() {
         let message = GenerateRequest {
             request_id: request.request_id.as_str().to_owned(),
             user_id: request.user.as_str().to_owned(),

@@ -575,7 +575,6 @@ fn parse_weights(text: &str) -> anyhow::Result<BTreeMap<String, f32>> {
 const POPULARITY: &str = "popularity baseline";
 const COOCCURRENCE: &str = "item co-occurrence baseline";
 const MERGED: &str = "merged candidates (fused order)";
-const GENERATORS: [&str; 4] = ["topic", "cowatch", "sequence", "context"];
 
 fn final_name(variant: &str, weights: Option<&str>) -> String {
     match (variant, weights) {
@@ -743,12 +742,10 @@ async fn run_protocol(
     // The serving pipeline: fresh generators with the training part's
     // sequence model, one recommender per variant sharing them.
     let hosted = crate::examples::fresh_generators(config, catalog)?;
-    tokio::task::block_in_place(|| {
-        crate::examples::install_sequence_model(config, &hosted, &split.train, "serving", progress)
-    })?;
+    tokio::task::block_in_place(|| hosted.fit(&split.train, "serving", progress))?;
     let popularity: Arc<dyn Generator> = Arc::new(Popularity::new());
     let cooccurrence: Arc<dyn Generator> = Arc::new(CooccurrenceBaseline::new(CooccurrenceConfig::default()));
-    let serving_generators: Vec<Arc<dyn Generator>> = hosted.generators.iter().map(|(_, g, _)| g.clone()).collect();
+    let serving_generators: Vec<Arc<dyn Generator>> = hosted.all();
     let observed = Serving {
         generators: serving_generators.iter().cloned().chain([popularity.clone(), cooccurrence.clone()]).collect(),
         per_generator: settings.fanout.per_generator,
@@ -789,7 +786,7 @@ async fn run_protocol(
     }
 
     // Methods, in report order.
-    let present: Vec<&str> = GENERATORS
+    let present: Vec<&str> = watchnext_core::registry::NAMES
         .iter()
         .copied()
         .filter(|g| serving_generators.iter().any(|s| source_name(s.source()) == *g))

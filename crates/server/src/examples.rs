@@ -77,34 +77,20 @@ pub fn settings(config: &Config) -> anyhow::Result<Settings> {
 pub fn fresh_generators(config: &Config, catalog: &Arc<Catalog>) -> anyhow::Result<crate::generators::Hosted> {
     let mut all = config.clone();
     all.server.role = Role::All;
-    let set = |section: &mut serde_json::Value, key: &str, value: serde_json::Value| {
-        if !section.is_object() {
-            *section = serde_json::Value::Object(serde_json::Map::new());
-        }
-        if let Some(map) = section.as_object_mut() {
-            map.insert(key.to_owned(), value);
-        }
-    };
-    set(&mut all.generators.topic, "background_refresh", serde_json::Value::Bool(false));
-    set(&mut all.generators.context, "publish_interval_ms", serde_json::json!(u64::MAX));
-    let hosted = crate::generators::build_with(&all, false, None)?;
-    for (_, g, _) in &hosted.generators {
-        g.update_catalog(catalog);
-    }
-    Ok(hosted)
+    crate::generators::build_with(&all, false, true, Some(catalog))
 }
 
 /// Trains a sequence model on `events` (a prefix of the log) and installs
-/// it in `hosted`'s sequence generator; returns false (with a message) when
-/// there is too little to learn from.
+/// it in `sequence`; returns false (with a message) when there is too
+/// little to learn from. The sequence generator's offline fit
+/// ([`crate::generators::Fit`]).
 pub fn install_sequence_model(
     config: &Config,
-    hosted: &crate::generators::Hosted,
+    sequence: &watchnext_sequence::SequenceGenerator,
     events: &[Event],
     what: &str,
     progress: bool,
 ) -> anyhow::Result<bool> {
-    let Some(sequence) = &hosted.sequence else { return Ok(false) };
     let c = crate::training::sequence_trainer_config(config)?;
     let sequences = Sequences::from_events(events, &c);
     if sequences.examples.is_empty() || sequences.validation.is_empty() {
@@ -145,9 +131,9 @@ pub fn replay_examples(
     let hosted = fresh_generators(config, catalog)?;
     let from_ms = replay::warmup_end_ms(events, trainer.replay.warmup_fraction);
     let warmup = events.partition_point(|e| e.timestamp_ms < from_ms);
-    install_sequence_model(config, &hosted, &events[..warmup], "replay warm-up", progress)?;
+    hosted.fit(&events[..warmup], "replay warm-up", progress)?;
     let serving = Serving {
-        generators: hosted.generators.iter().map(|(_, g, _)| g.clone()).collect(),
+        generators: hosted.all(),
         per_generator: s.fanout.per_generator,
         max_candidates: config.recommender.max_candidates as usize,
         history_len: s.fanout.history_len,

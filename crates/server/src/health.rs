@@ -66,7 +66,7 @@ pub async fn check(addr: &str, tls: &watchnext_core::config::TlsConfig) -> anyho
     for service in services.iter().filter(|s| s.starts_with("watchnext.")) {
         let mut names = vec![service.clone()];
         if service == service_names::CANDIDATE_GENERATOR {
-            names.extend(["topic", "cowatch", "sequence", "context"].map(|g| format!("{service}/{g}")));
+            names.extend(watchnext_core::registry::NAMES.iter().map(|g| format!("{service}/{g}")));
         }
         for name in names {
             match health.check(HealthCheckRequest { service: name.clone() }).await {

@@ -144,13 +144,10 @@ pub fn build_recommender(
     let settings = Settings::from_values(&r.fanout, &r.combiner, &r.arms)?;
     let e = &config.endpoints;
     let mut generators: Vec<Arc<dyn GeneratorClient>> = Vec::new();
-    for (role, url) in [
-        (Role::Topic, &e.topic),
-        (Role::Cowatch, &e.cowatch),
-        (Role::Sequence, &e.sequence),
-        (Role::Context, &e.context),
-    ] {
-        if let Some(g) = hosted.get(role) {
+    for source in watchnext_core::registry::GENERATORS.iter().copied() {
+        let role = Role::Generator(source);
+        let url = e.generators.get(role.name()).map_or("", String::as_str);
+        if let Some(g) = hosted.get(source) {
             generators.push(Arc::new(LocalGenerator(g.clone(), pools.generators.clone())));
         } else if !url.is_empty() {
             let client = pb::candidate_generator_client::CandidateGeneratorClient::new(channel(
@@ -160,7 +157,6 @@ pub fn build_recommender(
                 credential,
             )?)
             .max_decoding_message_size(config.server.max_message_bytes);
-            let source = crate::grpc::generator::source_of(role);
             generators.push(Arc::new(RemoteGenerator { source, client }));
         }
     }

@@ -17,7 +17,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use watchnext_core::stages::{ORDER, STAGE_SECONDS};
+use watchnext_core::stages::{STAGE_SECONDS, order};
 
 /// The server-side Recommend histogram (the row the shares are of).
 pub const RECOMMEND_SECONDS: &str = "watchnext_recommender_seconds";
@@ -224,8 +224,10 @@ pub fn between(before: &Scrape, after: &Scrape) -> Vec<StageTime> {
         p99_ms: h.quantile(0.99).unwrap_or(0.0) * 1e3,
         share_of_recommend: if whole > 0.0 { h.sum / whole } else { 0.0 },
     };
-    let mut rows: Vec<StageTime> = ORDER.iter().filter_map(|s| deltas.get(s).map(|h| row(s, h))).collect();
-    rows.extend(deltas.iter().filter(|(k, _)| !ORDER.contains(k) && **k != RECOMMEND_ROW).map(|(k, h)| row(k, h)));
+    let mut rows: Vec<StageTime> = order().filter_map(|s| deltas.get(s).map(|h| row(s, h))).collect();
+    rows.extend(
+        deltas.iter().filter(|(k, _)| !order().any(|s| s == **k) && **k != RECOMMEND_ROW).map(|(k, h)| row(k, h)),
+    );
     if let Some(h) = deltas.get(RECOMMEND_ROW) {
         rows.push(row(RECOMMEND_ROW, h));
     }

@@ -37,9 +37,10 @@ use watchnext_core::{
 
 use crate::config::{Architecture, BiasFeature, ClickLoss, PositionMode, TrainerConfig};
 
-/// Number of devices and sources (the bias crosses' second factor).
+/// Number of devices and sources, `Unspecified` included (the bias
+/// crosses' second factor; a source's cell is its wire value).
 const DEVICES: usize = 5;
-const SOURCES: usize = 5;
+const SOURCES: usize = watchnext_core::registry::SOURCES.len();
 /// Added to a dropped gate entry's logit.
 const DROPPED: f32 = -1e9;
 

@@ -1,4 +1,4 @@
-//! `watchnext.v1.CandidateGenerator`: one service for all four generators.
+//! `watchnext.v1.CandidateGenerator`: one service for every generator.
 //! A process hosting several (the all-in-one) routes by the request's
 //! `generator` field; a single-generator process also accepts UNSPECIFIED.
 //! `generate` reads indexes that are swapped atomically and answers in
@@ -14,24 +14,12 @@ use watchnext_proto::v1::{
 
 /// The generator role behind a wire `CandidateSource`.
 pub fn role_of(source: CandidateSource) -> Option<Role> {
-    match source {
-        CandidateSource::Unspecified => None,
-        CandidateSource::Topic => Some(Role::Topic),
-        CandidateSource::Cowatch => Some(Role::Cowatch),
-        CandidateSource::Sequence => Some(Role::Sequence),
-        CandidateSource::Context => Some(Role::Context),
-    }
+    watchnext_core::registry::index(source).map(|_| Role::Generator(source))
 }
 
 /// The wire `CandidateSource` of a generator role.
 pub fn source_of(role: Role) -> CandidateSource {
-    match role {
-        Role::Topic => CandidateSource::Topic,
-        Role::Cowatch => CandidateSource::Cowatch,
-        Role::Sequence => CandidateSource::Sequence,
-        Role::Context => CandidateSource::Context,
-        _ => CandidateSource::Unspecified,
-    }
+    role.source().unwrap_or(CandidateSource::Unspecified)
 }
 
 /// A generator role this process serves, with its generator when it could
