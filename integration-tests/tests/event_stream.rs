@@ -314,3 +314,67 @@ async fn co_watch_replicas_build_identical_tables_and_a_new_one_starts_from_a_sn
         server.stop().await.expect("stop");
     }
 }
+
+/// Runs the built `watchnext` binary on `data` with the NATS event log at
+/// `url`; returns its stdout, or its exit error with stdout and stderr.
+fn cli_on_nats(url: &str, data: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let output = watchnext_testkit::watchnext_command()
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("WATCHNEXT__EVENT_LOG__BACKEND", "nats")
+        .env("WATCHNEXT__EVENT_LOG__NATS__URL", url)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run watchnext");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn world_generate_publishes_into_the_stream_and_export_reads_from_it() {
+    let Some(nats) = LocalNats::start() else { return };
+    let url = nats.url();
+    let (source, target) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let args = ["world", "generate", "--preset", "toy", "--events", "3000", "--seed", "4", "--publish"];
+    let out = cli_on_nats(&url, source.path(), &args).expect("world generate --publish");
+    assert!(out.contains("stream push:"), "{out}");
+    let written =
+        watchnext_feedback::LogReader::open(watchnext_core::datadir::DataDir::new(source.path()).feedback_log(), 1)
+            .expect("reader")
+            .count() as u64;
+    assert!(written >= 3_000, "{written} events written");
+    let config = watchnext_core::config::NatsConfig { url: url.clone(), ..Default::default() };
+    let stream = NatsStream::connect(&config, "publish-test").await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stream.check_health().is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "NATS never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stream.last_seq().await.expect("last"), written, "every event of the folder, once");
+
+    let parquet = target.path().join("events.parquet");
+    let out =
+        cli_on_nats(&url, target.path(), &["export", "--from-stream", "events", "--out", parquet.to_str().unwrap()])
+            .expect("export --from-stream");
+    assert!(out.contains(&format!("exported {written} events")), "the export read the stream's events: {out}");
+    assert!(parquet.is_file());
+
+    // Without NATS configured, --publish is refused before anything is written.
+    let empty = tempfile::tempdir().expect("dir");
+    let refused = watchnext_testkit::watchnext_command()
+        .arg("--data-dir")
+        .arg(empty.path())
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run watchnext");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--publish") && stderr.contains("event_log.backend"), "{stderr}");
+    assert!(!watchnext_core::datadir::DataDir::new(empty.path()).catalog().exists(), "nothing written");
+}

@@ -68,14 +68,26 @@ pub enum Command {
     /// retrain on what was served, hot-reload, play again, and report.
     Demo(DemoArgs),
     /// The synthetic world: generate a catalogue and logs with ground truth.
-    #[command(subcommand)]
-    World(crate::data::WorldCommand),
+    World {
+        #[command(subcommand)]
+        command: crate::data::WorldCommand,
+        #[command(flatten)]
+        publish: crate::stream_sync::PublishArg,
+    },
     /// Import real data (MovieLens, Open Bandit, your own CSV/JSONL) into the data folder.
-    #[command(subcommand)]
-    Import(crate::data::ImportCommand),
+    Import {
+        #[command(subcommand)]
+        command: crate::data::ImportCommand,
+        #[command(flatten)]
+        publish: crate::stream_sync::PublishArg,
+    },
     /// Export the feedback log to Parquet: raw events, or joined training rows.
-    #[command(subcommand)]
-    Export(crate::data::ExportCommand),
+    Export {
+        #[command(subcommand)]
+        command: crate::data::ExportCommand,
+        #[command(flatten)]
+        source: crate::stream_sync::FromStreamArg,
+    },
     /// Move events between the NATS stream (event_log.backend = "nats") and
     /// the data folder's log: `pull` before train/export/eval, `push` after
     /// import/world generate.
@@ -258,19 +270,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     running.shutdown().await
                 }
             }
-            Command::World(command) => {
+            Command::World { command, publish } => {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
-                tokio::task::block_in_place(|| crate::data::world(&config, command))
+                publish.check(&config)?;
+                tokio::task::block_in_place(|| crate::data::world(&config, command))?;
+                publish.run(&config).await
             }
-            Command::Import(command) => {
+            Command::Import { command, publish } => {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
-                tokio::task::block_in_place(|| crate::data::import(&config, command))
+                publish.check(&config)?;
+                tokio::task::block_in_place(|| crate::data::import(&config, command))?;
+                publish.run(&config).await
             }
-            Command::Export(command) => {
+            Command::Export { command, source } => {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
+                source.run(&config).await?;
                 tokio::task::block_in_place(|| crate::data::export(&config, command))
             }
             Command::Stream(command) => {

@@ -9,6 +9,10 @@
 //!   push into the stream: how `import` and `world generate` output reaches
 //!   a NATS deployment.
 //!
+//! `import … --publish` and `world generate … --publish` push right after
+//! writing the folder, and `export --from-stream …` pulls right before
+//! reading it: the same two operations, one command each.
+//!
 //! Each direction records how far it got in a small file next to the log
 //! (`feedback/nats-pull.json`, `feedback/nats-push.json`, written
 //! crash-safely after each acknowledged chunk). A crash between an append
@@ -43,6 +47,55 @@ pub enum StreamCommand {
     Push,
 }
 
+/// `--publish` of `import` and `world generate`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct PublishArg {
+    /// After writing the data folder, publish its new events into the NATS
+    /// stream (event_log.backend = "nats"), as `watchnext stream push` does.
+    #[arg(long, global = true)]
+    pub publish: bool,
+}
+
+impl PublishArg {
+    /// Refuses `--publish` without a NATS event log before anything is written.
+    pub fn check(&self, config: &Config) -> anyhow::Result<()> {
+        if self.publish { require_nats(config, "--publish") } else { Ok(()) }
+    }
+
+    /// Publishes when asked.
+    pub async fn run(&self, config: &Config) -> anyhow::Result<()> {
+        if self.publish { command(config, StreamCommand::Push).await } else { Ok(()) }
+    }
+}
+
+/// `--from-stream` of `export`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct FromStreamArg {
+    /// First copy the NATS stream's new events into the data folder
+    /// (event_log.backend = "nats"), as `watchnext stream pull` does, then
+    /// export: the export reads the stream's events.
+    #[arg(long, global = true)]
+    pub from_stream: bool,
+}
+
+impl FromStreamArg {
+    /// Pulls when asked.
+    pub async fn run(&self, config: &Config) -> anyhow::Result<()> {
+        if !self.from_stream {
+            return Ok(());
+        }
+        require_nats(config, "--from-stream")?;
+        command(config, StreamCommand::Pull { follow: false }).await
+    }
+}
+
+fn require_nats(config: &Config, what: &str) -> anyhow::Result<()> {
+    if config.event_log.backend != EventLogBackend::Nats {
+        bail!("{what} moves events to and from NATS: set event_log.backend = \"nats\" (and [event_log.nats])");
+    }
+    Ok(())
+}
+
 /// How far one direction got.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Position {
@@ -69,11 +122,7 @@ fn write_position(path: &Path, position: &Position) -> anyhow::Result<()> {
 
 /// Runs a `stream` subcommand.
 pub async fn command(config: &Config, command: StreamCommand) -> anyhow::Result<()> {
-    if config.event_log.backend != EventLogBackend::Nats {
-        bail!(
-            "`watchnext stream` moves events to and from NATS: set event_log.backend = \"nats\" (and [event_log.nats])"
-        );
-    }
+    require_nats(config, "`watchnext stream`")?;
     let nats = &config.event_log.nats;
     let stream = NatsStream::connect(nats, "watchnext-stream-sync").await?;
     wait_ready(&stream).await?;
