@@ -674,7 +674,9 @@ impl Model {
                     let i = start + r;
                     match f {
                         BiasFeature::PositionDevice => u32::from(ex.device[i]) * p1 + positions[r],
-                        BiasFeature::PositionSource => u32::from(ex.source[i].min(4)) * p1 + positions[r],
+                        BiasFeature::PositionSource => {
+                            u32::from(ex.source[i].min(SOURCES as u8 - 1)) * p1 + positions[r]
+                        }
                         BiasFeature::Device => u32::from(ex.device[i]),
                     }
                 })
