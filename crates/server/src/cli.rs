@@ -99,6 +99,11 @@ pub enum Command {
     /// Train the sequence generator's model (next-watch prediction over each
     /// user's watches) and write it where the sequence generator loads it.
     TrainSequence(crate::training::TrainSequenceArgs),
+    /// Check a GPU node: run the ranking model on each execution provider
+    /// (cpu, cuda, tensorrt) with the same rows, time them and compare the
+    /// predictions with the CPU's; fails when a provider is missing or
+    /// disagrees (scripts/gpu-check.sh).
+    CheckProviders(crate::providers::CheckProvidersArgs),
     /// Offline evaluation: the newest model (default) or `--model DIR` on the
     /// data folder's test period, or `eval generators`.
     Eval(crate::data::EvalArgs),
@@ -299,6 +304,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let config = cli.global.load(&[])?;
                 crate::telemetry::init_logging(&config.log);
                 tokio::task::block_in_place(|| crate::training::train(&config, args))
+            }
+            Command::CheckProviders(args) => {
+                let config = cli.global.load(&[])?;
+                crate::telemetry::init_logging(&config.log);
+                tokio::task::block_in_place(|| crate::providers::command(&config, &args))
             }
             Command::TrainSequence(args) => {
                 let config = cli.global.load(&[])?;

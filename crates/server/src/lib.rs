@@ -31,6 +31,7 @@ pub mod grpc;
 pub mod health;
 pub mod loadtest;
 pub mod middleware;
+pub mod providers;
 pub mod serving;
 pub mod stage_report;
 pub mod stream_sync;
