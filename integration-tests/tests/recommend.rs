@@ -410,7 +410,14 @@ async fn a_split_deployment_answers_degraded_when_a_generator_role_dies() {
     assert_eq!(r.items.len(), 10, "still a full list from the context generator");
     assert_eq!(r.model_version, "m1", "still ranked");
     assert!(r.items.iter().all(|i| i.sources.iter().all(|s| s.source != CandidateSource::Topic as i32)));
-    for s in [front, context, ranker, feedback] {
+
+    // With every generator's replicas down the request cannot be served now:
+    // UNAVAILABLE (retry), not FAILED_PRECONDITION (a deployment to fix).
+    context.stop().await.unwrap();
+    let err = front.recommender().recommend(request("split-user", &video, 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("unreachable") && err.message().contains("retry"), "{}", err.message());
+    for s in [front, ranker, feedback] {
         s.stop().await.unwrap();
     }
 }

@@ -93,6 +93,10 @@ pub enum GenerateFailure {
     /// shedding load): flagged degraded; when every generator is, the
     /// request is RESOURCE_EXHAUSTED.
     Overloaded(String),
+    /// A remote generator could not be reached (UNAVAILABLE: no replica up,
+    /// connection refused or reset): flagged degraded; when every generator
+    /// is unreachable or busy, the request is UNAVAILABLE (retry).
+    Unreachable(String),
 }
 
 /// A candidate generator, local or remote.
@@ -319,6 +323,8 @@ impl GeneratorClient for RemoteGenerator {
                     GenerateFailure::NotReady(why)
                 } else if s.code() == tonic::Code::ResourceExhausted {
                     GenerateFailure::Overloaded(why)
+                } else if s.code() == tonic::Code::Unavailable {
+                    GenerateFailure::Unreachable(why)
                 } else {
                     GenerateFailure::Failed(why)
                 }

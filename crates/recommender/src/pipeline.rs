@@ -104,6 +104,10 @@ pub enum RecommendError {
     /// or refused by a full CPU pool (RESOURCE_EXHAUSTED: retry with backoff).
     #[error("overloaded: no candidate generator answered in time: {0}")]
     Overloaded(String),
+    /// Every generator was unreachable or too busy, at least one
+    /// unreachable (UNAVAILABLE: retry with backoff; replicas come back).
+    #[error("no candidate generator could be reached: {0}")]
+    Unavailable(String),
     /// The generators answered, but with no candidate (FAILED_PRECONDITION):
     /// nothing to recommend, e.g. before any catalogue is loaded.
     #[error("no candidate to recommend: {0}")]
@@ -341,10 +345,12 @@ impl Recommender {
         // (in-process ones run on the CPU pool, remote ones over gRPC).
         let timeout = Duration::from_millis(f.generator_timeout_ms).min(left().mul_f64(0.4));
         let shared = Arc::new(query.clone());
-        // Failures that mean "too busy" (a deadline, a full CPU pool), not "broken".
+        // Failures that mean "too busy" (a deadline, a full CPU pool), not
+        // "broken"; and those that mean "not reachable now" (UNAVAILABLE).
         let overloaded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let unreachable = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let call = |g: Arc<dyn GeneratorClient>, q: Arc<Query>, max: usize| {
-            let overloaded = overloaded.clone();
+            let (overloaded, unreachable) = (overloaded.clone(), unreachable.clone());
             async move {
                 let name = source_name(g.source());
                 let asked = Instant::now();
@@ -358,6 +364,10 @@ impl Recommender {
                     Ok(Err(GenerateFailure::Overloaded(e))) => {
                         overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Err((true, format!("{name} generator refused: {e}")))
+                    }
+                    Ok(Err(GenerateFailure::Unreachable(e))) => {
+                        unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Err((true, format!("{name} generator unreachable: {e}")))
                     }
                     Err(_) => {
                         overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -393,12 +403,17 @@ impl Recommender {
         }
         if lists.is_empty() && !self.generators.is_empty() {
             let busy = overloaded.load(std::sync::atomic::Ordering::Relaxed);
-            let all_busy = busy > 0 && busy == reasons.len();
-            let why: Vec<String> = reasons.into_iter().chain(not_ready).collect();
-            if all_busy {
-                return Err(RecommendError::Overloaded(why.join("; ")));
-            }
-            return Err(RecommendError::NoSources(why.join("; ")));
+            let gone = unreachable.load(std::sync::atomic::Ordering::Relaxed);
+            // Only when every generator that failed was busy or unreachable
+            // (one not ready yet is a state of the deployment, not why this
+            // request failed); one that is broken makes it FAILED_PRECONDITION.
+            let transient = busy + gone > 0 && busy + gone == reasons.len();
+            let why = reasons.into_iter().chain(not_ready).collect::<Vec<String>>().join("; ");
+            return Err(match (transient, gone) {
+                (true, 0) => RecommendError::Overloaded(why),
+                (true, _) => RecommendError::Unavailable(why),
+                (false, _) => RecommendError::NoSources(why),
+            });
         }
         if self.generators.is_empty() {
             return Err(RecommendError::NoSources("this process has no candidate generators configured".into()));

@@ -270,6 +270,39 @@ async fn a_slow_or_failing_generator_or_ranker_degrades_the_answer() {
     let err = r.recommend(query(&[]), 3, "", None).await.expect_err("overloaded");
     assert!(matches!(err, RecommendError::Overloaded(_)), "{err}");
     assert!(err.to_string().contains("CPU pool is busy") && err.to_string().contains("timed out"), "{err}");
+
+    // Remote generators that cannot be reached (their replicas down) make
+    // the request UNAVAILABLE, busy ones beside them included; one broken
+    // beside them makes it a deployment problem again.
+    let gone = || {
+        Arc::new(Scripted {
+            source: Source::Cowatch,
+            list: vec![],
+            delay: Duration::ZERO,
+            fail: Some(GenerateFailure::Unreachable("Unavailable: connection refused".into())),
+        })
+    };
+    let busy = || {
+        Arc::new(Scripted {
+            source: Source::Topic,
+            list: vec![],
+            delay: Duration::ZERO,
+            fail: Some(GenerateFailure::Overloaded("Resource exhausted".into())),
+        })
+    };
+    let r = recommender(vec![gone(), busy()], None, None, settings(FanoutConfig::default()));
+    let err = r.recommend(query(&[]), 3, "", None).await.expect_err("unreachable");
+    assert!(matches!(err, RecommendError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("cowatch generator unreachable"), "{err}");
+    let broken = Arc::new(Scripted {
+        source: Source::Context,
+        list: vec![],
+        delay: Duration::ZERO,
+        fail: Some(GenerateFailure::Failed("Internal: bug".into())),
+    });
+    let r = recommender(vec![gone(), broken], None, None, settings(FanoutConfig::default()));
+    let err = r.recommend(query(&[]), 3, "", None).await.expect_err("broken");
+    assert!(matches!(err, RecommendError::NoSources(_)), "{err}");
 }
 
 /// An in-process generator that computes for `busy` before answering

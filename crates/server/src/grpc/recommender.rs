@@ -39,6 +39,7 @@ impl RecommenderApi for RecommenderService {
         let r = self.recommender.recommend(query, n, &arm, deadline).await.map_err(|e| match e {
             RecommendError::Invalid(m) => Status::invalid_argument(m),
             RecommendError::Overloaded(_) => Status::resource_exhausted(format!("{e}; retry with backoff")),
+            RecommendError::Unavailable(_) => Status::unavailable(format!("{e}; retry with backoff")),
             RecommendError::NoSources(_) | RecommendError::NoCandidates(_) => {
                 Status::failed_precondition(e.to_string())
             }
