@@ -351,10 +351,17 @@ impl Service<http::Request<Body>> for Balanced {
     }
 }
 
-/// Whether a failed call never reached a replica's handler (refused,
-/// reset, unreachable, no replica): safe to send once more, elsewhere.
+/// Whether a failed call was lost in transport (refused, reset,
+/// unreachable, no replica, or the connection cut while the answer's body
+/// was being read — tonic reports that last one as UNKNOWN "h2 protocol
+/// error" after our balancer has handed the response over): safe to send
+/// again, elsewhere, for the idempotent Rank and Generate calls that
+/// retry.
 pub fn is_transport_failure(status: &tonic::Status) -> bool {
     use std::error::Error as _;
+    if status.code() == tonic::Code::Unknown {
+        return status.message().starts_with("h2 protocol error");
+    }
     if status.code() != tonic::Code::Unavailable {
         return false;
     }
@@ -392,6 +399,10 @@ mod tests {
         // An answer from a replica is never sent again, whatever it says.
         assert!(!is_transport_failure(&tonic::Status::unavailable("the event stream is unavailable")));
         assert!(!is_transport_failure(&tonic::Status::resource_exhausted("transport error")));
+        // The replica died while its answer was being read (seen in CI).
+        let cut = tonic::Status::unknown("h2 protocol error: error reading a body from connection");
+        assert!(is_transport_failure(&cut));
+        assert!(!is_transport_failure(&tonic::Status::unknown("a handler's own error")));
     }
 
     fn options() -> BalanceOptions {

@@ -99,6 +99,14 @@ pub enum GenerateFailure {
     Unreachable(String),
 }
 
+/// How many times a remote Generate or Rank lost in transport (see
+/// [`crate::balance::is_transport_failure`]) is sent again, each time to a
+/// replica the balancer picks anew, within the call's deadline. Two: a
+/// call whose answer was cut mid-body leaves its dead replica not yet
+/// marked down, so the first retry can pick it again (and mark it); the
+/// second then goes to a live one.
+const TRANSPORT_RETRIES: usize = 2;
+
 /// A candidate generator, local or remote.
 pub trait GeneratorClient: Send + Sync + std::fmt::Debug {
     fn source(&self) -> Source;
@@ -309,13 +317,15 @@ impl GeneratorClient for RemoteGenerator {
             };
             let started = std::time::Instant::now();
             let mut response = client.generate(with_timeout(message.clone(), timeout)).await;
-            if let Err(s) = &response
-                && crate::balance::is_transport_failure(s)
-                && let Some(left) = timeout.checked_sub(started.elapsed())
-            {
-                // The replica is gone (killed, restarted) and the call never
-                // reached it; another replica gets it, within the same deadline.
-                response = client.generate(with_timeout(message, left)).await;
+            for _ in 0..TRANSPORT_RETRIES {
+                let Err(s) = &response else { break };
+                let Some(left) = timeout.checked_sub(started.elapsed()) else { break };
+                if !crate::balance::is_transport_failure(s) {
+                    break;
+                }
+                // The replica is gone (killed, restarted) and the call was
+                // lost; another replica gets it, within the same deadline.
+                response = client.generate(with_timeout(message.clone(), left)).await;
             }
             let response = response.map_err(|s| {
                 let why = format!("{:?}: {}", s.code(), s.message());
@@ -380,12 +390,14 @@ impl RankerClient for RemoteRanker {
             };
             let started = std::time::Instant::now();
             let mut answer = client.rank(with_timeout(message.clone(), timeout)).await;
-            if let Err(s) = &answer
-                && crate::balance::is_transport_failure(s)
-                && let Some(left) = timeout.checked_sub(started.elapsed())
-            {
-                // As for generators: one more try on another replica.
-                answer = client.rank(with_timeout(message, left)).await;
+            for _ in 0..TRANSPORT_RETRIES {
+                let Err(s) = &answer else { break };
+                let Some(left) = timeout.checked_sub(started.elapsed()) else { break };
+                if !crate::balance::is_transport_failure(s) {
+                    break;
+                }
+                // As for generators: another replica, within the deadline.
+                answer = client.rank(with_timeout(message.clone(), left)).await;
             }
             let r = answer.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
             let t = r.tasks.len();
