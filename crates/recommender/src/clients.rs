@@ -283,6 +283,30 @@ fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// Sends `message` through `send` under `timeout`; when the call was lost
+/// in transport (the replica died, see
+/// [`crate::balance::is_transport_failure`]) sends it again, up to
+/// [`TRANSPORT_RETRIES`] times, each to a replica the balancer picks anew,
+/// within what is left of the same deadline.
+async fn send_retrying_lost<M, R, F, Fut>(message: M, timeout: Duration, send: F) -> Result<R, tonic::Status>
+where
+    M: Clone,
+    F: Fn(tonic::Request<M>) -> Fut,
+    Fut: std::future::Future<Output = Result<R, tonic::Status>>,
+{
+    let started = std::time::Instant::now();
+    let mut answer = send(with_timeout(message.clone(), timeout)).await;
+    for _ in 0..TRANSPORT_RETRIES {
+        let Err(status) = &answer else { break };
+        let Some(left) = timeout.checked_sub(started.elapsed()) else { break };
+        if !crate::balance::is_transport_failure(status) {
+            break;
+        }
+        answer = send(with_timeout(message.clone(), left)).await;
+    }
+    answer
+}
+
 /// A generator role reached over gRPC.
 #[derive(Debug, Clone)]
 pub struct RemoteGenerator {
@@ -301,7 +325,7 @@ impl GeneratorClient for RemoteGenerator {
         max: usize,
         timeout: Duration,
     ) -> BoxFuture<Result<Generated, GenerateFailure>> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let source = self.source;
         Box::pin(async move {
             let (recent_history, context) = request_parts(&query);
@@ -315,19 +339,12 @@ impl GeneratorClient for RemoteGenerator {
                 max_candidates: u32::try_from(max).unwrap_or(u32::MAX),
                 generator: source as i32,
             };
-            let started = std::time::Instant::now();
-            let mut response = client.generate(with_timeout(message.clone(), timeout)).await;
-            for _ in 0..TRANSPORT_RETRIES {
-                let Err(s) = &response else { break };
-                let Some(left) = timeout.checked_sub(started.elapsed()) else { break };
-                if !crate::balance::is_transport_failure(s) {
-                    break;
-                }
-                // The replica is gone (killed, restarted) and the call was
-                // lost; another replica gets it, within the same deadline.
-                response = client.generate(with_timeout(message.clone(), left)).await;
-            }
-            let response = response.map_err(|s| {
+            let response = send_retrying_lost(message, timeout, |request| {
+                let mut client = client.clone();
+                async move { client.generate(request).await }
+            })
+            .await
+            .map_err(|s| {
                 let why = format!("{:?}: {}", s.code(), s.message());
                 if s.code() == tonic::Code::FailedPrecondition {
                     GenerateFailure::NotReady(why)
@@ -367,7 +384,7 @@ impl RankerClient for RemoteRanker {
         model_version: String,
         timeout: Duration,
     ) -> BoxFuture<Result<Ranked, String>> {
-        let mut client = self.0.clone();
+        let client = self.0.clone();
         Box::pin(async move {
             let (recent_history, context) = request_parts(&query);
             let n = candidates.len();
@@ -388,17 +405,11 @@ impl RankerClient for RemoteRanker {
                 model_version,
                 return_features: true,
             };
-            let started = std::time::Instant::now();
-            let mut answer = client.rank(with_timeout(message.clone(), timeout)).await;
-            for _ in 0..TRANSPORT_RETRIES {
-                let Err(s) = &answer else { break };
-                let Some(left) = timeout.checked_sub(started.elapsed()) else { break };
-                if !crate::balance::is_transport_failure(s) {
-                    break;
-                }
-                // As for generators: another replica, within the deadline.
-                answer = client.rank(with_timeout(message.clone(), left)).await;
-            }
+            let answer = send_retrying_lost(message, timeout, |request| {
+                let mut client = client.clone();
+                async move { client.rank(request).await }
+            })
+            .await;
             let r = answer.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
             let t = r.tasks.len();
             if r.scores.len() != n || r.scores.iter().any(|s| s.predictions.len() != t) || r.task_info.len() != t {
