@@ -201,23 +201,23 @@ fn bench(c: &mut Criterion) {
         let (dense, sparse) = ranker.features(&q, cands);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("ort_only/{n}"), |b| {
-            b.iter(|| black_box(model.run(dense.clone(), sparse.clone(), n).expect("runs")));
+            b.iter(|| black_box(model.run(&dense, &sparse, n).expect("runs")));
         });
         group.bench_function(format!("features_only/{n}"), |b| b.iter(|| black_box(ranker.features(&q, cands))));
         group.bench_function(format!("rank/{n}"), |b| {
             b.iter(|| black_box(ranker.rank(&q, cands, None).expect("ranks")))
         });
         group.bench_function(format!("ort_only_int8/{n}"), |b| {
-            b.iter(|| black_box(int8_model.run(dense.clone(), sparse.clone(), n).expect("runs")));
+            b.iter(|| black_box(int8_model.run(&dense, &sparse, n).expect("runs")));
         });
         let t = time(200, || {
-            black_box(model.run(dense.clone(), sparse.clone(), n).expect("runs"));
+            black_box(model.run(&dense, &sparse, n).expect("runs"));
         });
         let t8 = time(200, || {
-            black_box(int8_model.run(dense.clone(), sparse.clone(), n).expect("runs"));
+            black_box(int8_model.run(&dense, &sparse, n).expect("runs"));
         });
-        let (p32, _) = model.run(dense.clone(), sparse.clone(), n).expect("runs");
-        let (p8, _) = int8_model.run(dense.clone(), sparse.clone(), n).expect("runs");
+        let (p32, _) = model.run(&dense, &sparse, n).expect("runs");
+        let (p8, _) = int8_model.run(&dense, &sparse, n).expect("runs");
         let gap = p32.iter().zip(&p8).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         eprintln!(
             "ranker/{n}: INT8 graph {:.3} ms vs fp32 {:.3} ms median, alternating: {:.2}x faster; largest prediction \
@@ -331,7 +331,7 @@ fn bench(c: &mut Criterion) {
     let (mut ort, mut total) = (Vec::new(), Vec::new());
     for i in 0..205 {
         let t = Instant::now();
-        black_box(model.run(dense.clone(), sparse.clone(), 500).expect("runs"));
+        black_box(model.run(&dense, &sparse, 500).expect("runs"));
         let a = t.elapsed().as_secs_f64();
         let t = Instant::now();
         black_box(rt.block_on(rec.recommend(rq.clone(), 100, "", Some(Duration::from_secs(5)))).expect("recommends"));

@@ -16,10 +16,10 @@
 //! by reciprocal-rank fusion of the lists (Σ 1 / (k + rank), k = [`RRF_K`],
 //! ties by video id) and the best `max` kept.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, hash_map::Entry};
 
 use crate::{
-    catalog::Catalog,
+    catalog::{Catalog, FastHash},
     event::{Source, Vote},
     ids::VideoId,
     request::Query,
@@ -46,7 +46,7 @@ pub struct Merged {
 
 /// The videos a query's candidates must not contain: the query video and the
 /// request's history.
-pub fn excluded(query: &Query) -> HashSet<&VideoId> {
+pub fn excluded(query: &Query) -> HashSet<&VideoId, FastHash> {
     query.history.0.iter().map(|h| &h.video).chain([&query.query_video]).collect()
 }
 
@@ -61,23 +61,34 @@ pub fn released(catalog: Option<&Catalog>, video: &VideoId, time_ms: i64) -> boo
 /// documentation), best fused first, at most `max`.
 pub fn merge(
     lists: &[SourceList],
-    excluded: &HashSet<&VideoId>,
+    excluded: &HashSet<&VideoId, FastHash>,
     catalog: Option<&Catalog>,
     time_ms: i64,
     max: usize,
 ) -> Vec<Merged> {
-    let mut merged: HashMap<&VideoId, (f64, Provenance)> = HashMap::new();
-    let mut future: HashSet<&VideoId> = HashSet::new();
+    let capacity = lists.iter().map(|(_, l)| l.len()).sum();
+    let mut merged: HashMap<&VideoId, (f64, Provenance), FastHash> =
+        HashMap::with_capacity_and_hasher(capacity, FastHash::default());
+    // Videos not released at the request's time (none, usually).
+    let mut future: HashSet<&VideoId, FastHash> = HashSet::default();
     for (source, list) in lists {
         for (rank, (video, score)) in list.iter().enumerate() {
-            if excluded.contains(video) || future.contains(video) {
+            if excluded.contains(video) {
                 continue;
             }
-            if !merged.contains_key(video) && !released(catalog, video, time_ms) {
-                future.insert(video);
-                continue;
-            }
-            let entry = merged.entry(video).or_default();
+            let entry = match merged.entry(video) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    if !future.is_empty() && future.contains(video) {
+                        continue;
+                    }
+                    if !released(catalog, video, time_ms) {
+                        future.insert(video);
+                        continue;
+                    }
+                    e.insert((0.0, Provenance::new()))
+                }
+            };
             entry.0 += 1.0 / (RRF_K + rank as f64 + 1.0);
             if !entry.1.iter().any(|v| v.source == *source) {
                 entry.1.push(Vote::new(*source, *score, u32::try_from(rank + 1).unwrap_or(u32::MAX)));
@@ -107,7 +118,7 @@ mod tests {
             (Source::Context, vec![(v("h"), 5.0), (v("d"), 4.0)]),
         ];
         let (q, h) = (v("q"), v("h"));
-        let excluded: HashSet<&VideoId> = [&q, &h].into_iter().collect();
+        let excluded: HashSet<&VideoId, FastHash> = [&q, &h].into_iter().collect();
         let merged = merge(&lists, &excluded, None, 0, 10);
         let order: Vec<&str> = merged.iter().map(|m| m.video.as_str()).collect();
         // b: ranks 2 (topic) and 1 (+3, co-watch, counted again); a rank 1; c and d rank 2 (an
@@ -155,7 +166,7 @@ mod tests {
                 .map(|(l, s)| (s, l.iter().map(|(id, score)| (v(&format!("v{id}")), *score)).collect()))
                 .collect();
             let excluded_videos: Vec<VideoId> = excluded_ids.iter().map(|id| v(&format!("v{id}"))).collect();
-            let excluded: HashSet<&VideoId> = excluded_videos.iter().collect();
+            let excluded: HashSet<&VideoId, FastHash> = excluded_videos.iter().collect();
             let merged = merge(&lists, &excluded, None, 0, max);
             proptest::prop_assert!(merged.len() <= max);
             let unique: HashSet<&VideoId> = merged.iter().map(|m| &m.video).collect();

@@ -51,17 +51,36 @@ pub enum CatalogError {
     Malformed { path: String, line: usize, problem: String },
 }
 
+/// Fast, seeded hashing for the catalogue's id index and the per-request
+/// maps of the serving path (SipHash's DoS resistance is not needed for
+/// lookups, and it costs more than the rest of a lookup).
+pub type FastHash = foldhash::quality::RandomState;
+
+/// A video's topics as the ranker's features use them: the first topic's
+/// hash and every distinct topic's hash, sorted (computed once per
+/// catalogue, not once per ranked candidate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopicKeys<'c> {
+    pub primary: Option<u64>,
+    pub sorted: &'c [u64],
+}
+
 /// An in-memory catalogue with dense indices (`0..len`) for fast lookup.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     videos: Vec<Video>,
-    index: HashMap<String, u32>,
+    index: HashMap<String, u32, FastHash>,
+    /// Every video's [`TopicKeys`], flat: video `i`'s sorted hashes are
+    /// `topic_hashes[topic_starts[i]..topic_starts[i + 1]]`.
+    topic_primary: Vec<Option<u64>>,
+    topic_starts: Vec<u32>,
+    topic_hashes: Vec<u64>,
 }
 
 impl Catalog {
     /// Builds a catalogue; a repeated id is an error naming it.
     pub fn new(videos: Vec<Video>) -> Result<Self, String> {
-        let mut index = HashMap::with_capacity(videos.len());
+        let mut index = HashMap::with_capacity_and_hasher(videos.len(), FastHash::default());
         for (i, v) in videos.iter().enumerate() {
             VideoId::parse("id", &v.id).map_err(|e| format!("video #{i}: {e}"))?;
             let i = u32::try_from(i).map_err(|_| "more than 4 billion videos".to_owned())?;
@@ -69,7 +88,18 @@ impl Catalog {
                 return Err(format!("video id `{}` appears twice", v.id));
             }
         }
-        Ok(Self { videos, index })
+        let mut topic_primary = Vec::with_capacity(videos.len());
+        let mut topic_starts = Vec::with_capacity(videos.len() + 1);
+        let mut topic_hashes = Vec::new();
+        topic_starts.push(0);
+        for v in &videos {
+            let (primary, sorted) = crate::features::topic_keys(&v.topics);
+            topic_primary.push(primary);
+            topic_hashes.extend(sorted);
+            let end = u32::try_from(topic_hashes.len()).map_err(|_| "more than 4 billion topic entries".to_owned())?;
+            topic_starts.push(end);
+        }
+        Ok(Self { videos, index, topic_primary, topic_starts, topic_hashes })
     }
 
     pub fn len(&self) -> usize {
@@ -91,6 +121,14 @@ impl Catalog {
 
     pub fn get(&self, id: &str) -> Option<&Video> {
         self.index_of(id).map(|i| &self.videos[i as usize])
+    }
+
+    /// The topic keys of the video at dense index `i`.
+    pub fn topic_keys(&self, i: u32) -> Option<TopicKeys<'_>> {
+        let i = i as usize;
+        let primary = *self.topic_primary.get(i)?;
+        let (start, end) = (self.topic_starts[i] as usize, self.topic_starts[i + 1] as usize);
+        Some(TopicKeys { primary, sorted: &self.topic_hashes[start..end] })
     }
 
     /// Reads a JSON Lines catalogue; blank lines are skipped.
@@ -168,6 +206,24 @@ mod tests {
         assert_eq!(back.videos(), catalog.videos());
         assert_eq!(back.index_of("y"), Some(1));
         assert!(back.get("z").is_none());
+    }
+
+    #[test]
+    fn topic_keys_hold_the_first_topic_and_the_distinct_topics_sorted() {
+        let with =
+            |id: &str, topics: &[&str]| Video { topics: topics.iter().map(|t| (*t).into()).collect(), ..video(id) };
+        let catalog =
+            Catalog::new(vec![with("x", &["jazz", "blues", "jazz"]), with("y", &[]), with("z", &["blues"])]).unwrap();
+        let x = catalog.topic_keys(0).unwrap();
+        let z = catalog.topic_keys(2).unwrap();
+        let (jazz, blues) = (crate::features::topic_keys(&["jazz".into()]).0, z.primary);
+        assert_eq!(x.primary, jazz, "the first topic, before sorting");
+        assert_eq!(x.sorted.len(), 2, "a repeated topic counts once");
+        assert!(x.sorted.is_sorted() && x.sorted.contains(&blues.unwrap()) && x.sorted.contains(&jazz.unwrap()));
+        assert_eq!(catalog.topic_keys(1), Some(TopicKeys { primary: None, sorted: &[] }));
+        assert_eq!(z.sorted, [blues.unwrap()]);
+        assert_eq!(catalog.topic_keys(3), None, "past the end");
+        assert_eq!(Catalog::default().topic_keys(0), None);
     }
 
     #[test]

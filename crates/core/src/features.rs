@@ -312,6 +312,16 @@ fn topic_hash(topic: &str) -> u64 {
     stable_hash(FNV_OFFSET, topic.as_bytes())
 }
 
+/// `topics` as [`crate::catalog::TopicKeys`] hold them: the first topic's
+/// hash, and the distinct hashes sorted.
+pub(crate) fn topic_keys(topics: &[String]) -> (Option<u64>, Vec<u64>) {
+    let mut sorted: Vec<u64> = topics.iter().map(|t| topic_hash(t)).collect();
+    let primary = sorted.first().copied();
+    sorted.sort_unstable();
+    sorted.dedup();
+    (primary, sorted)
+}
+
 fn primary_topic(video: Option<&Video>) -> &str {
     video.and_then(|v| v.topics.first()).map_or("", String::as_str)
 }
@@ -408,12 +418,10 @@ impl<'s> RequestFeatures<'s> {
         let index = catalog.index_of(video);
         let cand = index.map(|i| &catalog.videos()[i as usize]);
         let (mut shared, mut distinct, mut affinity_max, mut affinity_sum) = (0usize, 0usize, 0.0f32, 0.0f32);
-        let mut cand_topics: Vec<u64> =
-            cand.map(|c| c.topics.iter().map(|t| topic_hash(t)).collect()).unwrap_or_default();
-        let cand_primary = cand_topics.first().copied();
-        cand_topics.sort_unstable();
-        cand_topics.dedup();
-        for t in &cand_topics {
+        let keys = index.and_then(|i| catalog.topic_keys(i));
+        let cand_topics: &[u64] = keys.map_or(&[], |k| k.sorted);
+        let cand_primary = keys.and_then(|k| k.primary);
+        for t in cand_topics {
             if self.query_topics.binary_search(t).is_ok() {
                 shared += 1;
             }

@@ -49,7 +49,7 @@ use std::{
     collections::HashSet,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -142,6 +142,9 @@ impl From<OnnxError> for RankError {
     }
 }
 
+/// How often the gate gauge is set at most.
+const GATE_GAUGE_EVERY: Duration = Duration::from_secs(1);
+
 /// Mean gate weight per task and expert.
 #[derive(Debug, Default)]
 struct GateStats {
@@ -149,6 +152,9 @@ struct GateStats {
     rows: u64,
     /// Exponential moving average over requests, for the gauge.
     recent: Vec<f64>,
+    /// When the gauge was last set (at most once a second: one gauge per
+    /// task and expert, 40 for the default model, is a cost per request).
+    published: Option<Instant>,
 }
 
 /// A model ready to serve.
@@ -211,13 +217,14 @@ pub struct LoadReport {
 impl LoadedModel {
     /// Runs the graph on `rows` candidates; returns predictions
     /// (`rows × tasks`) and, for gated models, gates (`rows × tasks × experts`).
-    pub fn run(&self, dense: Vec<f32>, sparse: Vec<i64>, rows: usize) -> Result<(Vec<f32>, Vec<f32>), RankError> {
+    pub fn run(&self, dense: &[f32], sparse: &[i64], rows: usize) -> Result<(Vec<f32>, Vec<f32>), RankError> {
         let t = self.tasks.len();
         let e = self.experts;
         self.pool.run(|session| {
             let run = |e: ort::Error| RankError::Run(e.to_string());
-            let dense = ort::value::Tensor::from_array(([rows, DENSE_LEN], dense)).map_err(run)?;
-            let sparse = ort::value::Tensor::from_array(([rows, SPARSE_LEN], sparse)).map_err(run)?;
+            // Views of the caller's rows: no copy (the rows are logged after).
+            let dense = ort::value::TensorRef::from_array_view(([rows, DENSE_LEN], dense)).map_err(run)?;
+            let sparse = ort::value::TensorRef::from_array_view(([rows, SPARSE_LEN], sparse)).map_err(run)?;
             let outputs = session.run(ort::inputs![DENSE_INPUT => dense, SPARSE_INPUT => sparse]).map_err(run)?;
             let (shape, p) = outputs[PREDICTIONS_OUTPUT].try_extract_tensor::<f32>().map_err(run)?;
             if shape.len() != 2 || shape[0] as usize != rows || shape[1] as usize != t {
@@ -275,7 +282,11 @@ impl LoadedModel {
             let mean = total / rows as f64;
             recent[i] = if first { mean } else { (1.0 - ALPHA) * recent[i] + ALPHA * mean };
         }
-        for (i, value) in recent.iter().enumerate() {
+        if g.published.is_some_and(|at| at.elapsed() < GATE_GAUGE_EVERY) {
+            return;
+        }
+        g.published = Some(Instant::now());
+        for (i, value) in g.recent.iter().enumerate() {
             let (task, expert) = (i / self.experts, i % self.experts);
             metrics::gauge!(
                 "watchnext_ranker_gate_weight",
@@ -418,11 +429,9 @@ impl Ranker {
         let started = Instant::now();
         let (dense, sparse) = self.features(query, candidates);
         let n = candidates.len();
-        // The run consumes its inputs; the copies are what gets logged.
-        let (kept_dense, kept_sparse) = (dense.clone(), sparse.clone());
         metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::FEATURES).record(started.elapsed().as_secs_f64());
         let onnx = Instant::now();
-        let (predictions, gates) = if n == 0 { (Vec::new(), Vec::new()) } else { model.run(dense, sparse, n)? };
+        let (predictions, gates) = if n == 0 { (Vec::new(), Vec::new()) } else { model.run(&dense, &sparse, n)? };
         metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::ONNX).record(onnx.elapsed().as_secs_f64());
         model.record_gates(&gates, n);
         metrics::counter!("watchnext_ranker_candidates_total").increment(n as u64);
@@ -431,8 +440,8 @@ impl Ranker {
             model_version: model.version.clone(),
             tasks: model.tasks.clone(),
             predictions,
-            dense: kept_dense,
-            sparse: kept_sparse,
+            dense,
+            sparse,
             schema_hash: self.schema.hash().to_owned(),
         })
     }
@@ -557,7 +566,7 @@ impl Ranker {
         let sparse: Vec<i64> =
             (0..rows * SPARSE_LEN).map(|i| (i as i64 * 7919) % i64::from(buckets[i % SPARSE_LEN].max(1))).collect();
         let warm = Instant::now();
-        let (p, g) = model.run(dense, sparse, rows).map_err(|e| format!("warm-up run: {e}"))?;
+        let (p, g) = model.run(&dense, &sparse, rows).map_err(|e| format!("warm-up run: {e}"))?;
         if let Some(i) = p.iter().chain(&g).position(|x| !x.is_finite()) {
             return Err(format!("warm-up run: output value {i} is not finite"));
         }

@@ -42,6 +42,7 @@ use watchnext_core::{
     candidates,
     catalog::Catalog,
     event::{Event, EventKind, FeatureVector, Impression, Source, Vote, source_name},
+    generator::Generated,
     history::RecentWatches,
     ids::VideoId,
     model::TaskSpec,
@@ -376,13 +377,17 @@ impl Recommender {
                 }
             }
         };
-        let calls: Vec<tokio::task::JoinHandle<_>> =
-            self.generators.iter().map(|g| tokio::spawn(call(g.clone(), shared.clone(), f.per_generator))).collect();
-        let mut answers = Vec::with_capacity(calls.len());
-        for handle in calls {
-            answers
-                .push(Some(handle.await.unwrap_or_else(|join| Err((true, format!("generator task failed: {join}"))))));
-        }
+        // Polled together in this task, not spawned: each remote call or
+        // CPU-pool job is sent when first polled and all are awaited at
+        // once, so they still run side by side, without a task (and a
+        // wake-up) per generator.
+        let answers: Vec<Option<Result<Generated, (bool, String)>>> = futures_util::future::join_all(
+            self.generators.iter().map(|g| call(g.clone(), shared.clone(), f.per_generator)),
+        )
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
         let mut lists: Vec<(Source, Vec<(VideoId, f32)>)> = Vec::new();
         for (g, answer) in self.generators.iter().zip(answers) {
             let source = g.source();
@@ -455,8 +460,10 @@ impl Recommender {
             }
             Some(ranker) => {
                 let timeout = Duration::from_millis(f.ranker_timeout_ms).min(left());
-                let call = ranker.rank(query.clone(), candidates.clone(), arm.model_version.clone(), timeout);
+                // Timed from the call: an in-process ranker's job starts on
+                // the CPU pool as soon as it is sent.
                 let asked = Instant::now();
+                let call = ranker.rank(query.clone(), candidates.clone(), arm.model_version.clone(), timeout);
                 let answer = tokio::time::timeout(timeout, call).await;
                 metrics::histogram!(stages::STAGE_SECONDS, "stage" => stages::RANK)
                     .record(asked.elapsed().as_secs_f64());

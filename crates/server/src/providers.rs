@@ -98,12 +98,11 @@ fn time_runs(
     n: usize,
     runs: usize,
 ) -> anyhow::Result<(f64, Vec<f32>)> {
-    let (mut predictions, _) = model.run(dense.to_vec(), sparse.to_vec(), n)?;
+    let (mut predictions, _) = model.run(dense, sparse, n)?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        let (d, s) = (dense.to_vec(), sparse.to_vec());
         let started = Instant::now();
-        predictions = model.run(d, s, n)?.0;
+        predictions = model.run(dense, sparse, n)?.0;
         times.push(started.elapsed().as_secs_f64() * 1e3);
     }
     Ok((median(times), predictions))

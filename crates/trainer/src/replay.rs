@@ -307,7 +307,7 @@ fn next_videos<'e>(
     from: usize,
     until_ms: i64,
     n: usize,
-    excluded: &std::collections::HashSet<&VideoId>,
+    excluded: &std::collections::HashSet<&VideoId, watchnext_core::catalog::FastHash>,
 ) -> (Vec<(&'e VideoId, Outcome)>, std::collections::HashSet<&'e VideoId>) {
     let start = outcomes.partition_point(|&i| (i as usize) < from);
     let mut found: Vec<(&VideoId, Outcome)> = Vec::new();
