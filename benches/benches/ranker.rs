@@ -249,8 +249,32 @@ fn bench(c: &mut Criterion) {
     }
     let (dense, sparse) = ranker.features(&q, &all);
     if let Some(report) = python_side_by_side(scratch.path(), &dense, &sparse) {
+        // Each weight's matrix product alone, as ONNX Runtime runs it: how
+        // close its own kernels come to the peak on this model's shapes.
+        let (mut macs_all, mut ms_all) = (0.0, 0.0);
         for line in report.lines() {
-            eprintln!("python onnxruntime {line}");
+            let gemm: Vec<&str> = line.split_whitespace().collect();
+            match gemm[..] {
+                ["gemm", name, macs, ms] => {
+                    let (macs, ms): (f64, f64) = (macs.parse().unwrap_or(0.0), ms.parse().unwrap_or(f64::NAN));
+                    macs_all += macs;
+                    ms_all += ms;
+                    eprintln!(
+                        "python onnxruntime, {name} alone at {} rows: {ms:.3} ms = {:.0}% of the fp32 peak",
+                        SIZES[SIZES.len() - 1],
+                        100.0 * macs / (ms / 1e3) / 1e9 / peak
+                    );
+                }
+                _ => eprintln!("python onnxruntime {line}"),
+            }
+        }
+        if ms_all > 0.0 {
+            eprintln!(
+                "python onnxruntime, every weight's product alone: {ms_all:.3} ms for {:.3} G multiply-adds = {:.0}% \
+                 of the fp32 peak (the whole graph's ceiling on this machine with ONNX Runtime's own kernels)",
+                macs_all / 1e9,
+                100.0 * macs_all / (ms_all / 1e3) / 1e9 / peak
+            );
         }
     }
 

@@ -3,12 +3,25 @@
 //! (`model.onnx` + `manifest.json`, the contract of
 //! `watchnext_core::model`).
 //!
-//! The graph mirrors [`Model::forward`] op for op: standardise `dense`,
-//! gather one embedding row per `sparse` column, concatenate, bottom layer,
-//! experts (first layer one wide matmul, later layers batched `[E, in, out]`),
+//! The graph mirrors [`Model::forward`]: standardise `dense`, gather one
+//! embedding row per `sparse` column, concatenate, bottom layer, experts,
 //! one softmax gate per task (output `gates`), the mixture as one batched
 //! matmul, batched towers, then a sigmoid on binary tasks (output
-//! `predictions`). In plain-input position mode, the "missing position"
+//! `predictions`).
+//!
+//! # Experts
+//! The fp32 graph runs each expert as its own chain of 2-D layers
+//! (`MatMul` → `Add` → `Relu`, which ONNX Runtime fuses into one GEMM
+//! kernel with its bias and activation), then concatenates the experts'
+//! outputs. The trainer holds them as one wide first layer and batched
+//! `[E, in, out]` later layers; written that way the graph needed two
+//! transposes, a broadcast bias add and a separate ReLU per batched layer,
+//! and ran 500 candidates about 8% slower (BENCHMARKS.md, "Ranker"). The
+//! INT8 graph splits the experts the same way, each expert's layer with
+//! the activation range calibrated for the whole layer (the bottom's
+//! output is quantised once for all experts); only the calibration graph
+//! keeps the trainer's layout, whose layer inputs are the ranges'
+//! tensors. In plain-input position mode, the "missing position"
 //! embedding row is a constant input block, expanded over the batch.
 //!
 //! # INT8
@@ -26,9 +39,7 @@
 //!   `activation scale × weight scales` and biased in the same kernel).
 //!
 //! Inputs, outputs and names are those of the fp32 graph, so the ranker
-//! serves either, and an arm can pin one against the other. (The
-//! per-expert layers take their bias in a separate `Add`: the fused
-//! operator takes one bias row only.)
+//! serves either, and an arm can pin one against the other.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -244,17 +255,20 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
     let mut tap_dims: Vec<Vec<Dim>> = Vec::new();
     // `input · weight + bias` (then ReLU): fp32, or in `Mode::Int8` for the
     // layers `quantise` names, in 8-bit integers.
-    let layer = |g: &mut GraphBuilder,
-                 taps: &mut Vec<(String, String)>,
-                 tap_dims: &mut Vec<Vec<Dim>>,
-                 input: &str,
-                 name: &str,
-                 relu: bool,
-                 quantise: bool|
+    let quantised: std::cell::RefCell<std::collections::HashMap<(String, String), (String, String)>> =
+        std::cell::RefCell::default();
+    // One layer from explicit values: `name` is the trainer's layer (its
+    // calibrated range), `key` names the graph's tensors.
+    let layer_of = |g: &mut GraphBuilder,
+                    taps: &mut Vec<(String, String)>,
+                    tap_dims: &mut Vec<Vec<Dim>>,
+                    input: &str,
+                    (name, key): (&str, &str),
+                    (w, ws): (Vec<f32>, Vec<usize>),
+                    (b, bs): (Vec<f32>, Vec<usize>),
+                    relu: bool,
+                    quantise: bool|
      -> Result<String, ExportError> {
-        let (w, ws) = get(&format!("{name}.weight"))?;
-        let (b, bs) = get(&format!("{name}.bias"))?;
-        let key = name.replace('.', "_");
         let b = g.init_f32(&format!("{key}_bias"), &dims(&bs), &b);
         let mm = match mode {
             Mode::Int8(calibration) if quantise => {
@@ -269,14 +283,25 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
                 let scale_dims: Vec<i64> =
                     if ws.len() == 3 { vec![ws[0] as i64, 1, out as i64] } else { vec![out as i64] };
                 let scales: Vec<f32> = sw.iter().map(|s| s * sx).collect();
-                let sx = g.init_f32(&format!("{key}_x_scale"), &[], &[sx]);
-                let zx = g.init_u8(&format!("{key}_x_zero"), &[], &[zx]);
                 let wq = g.init_i8(&format!("{key}_weight_q"), &dims(&ws), &wq);
                 let scales = g.init_f32(&format!("{key}_scales"), &scale_dims, &scales);
-                let xq = g.op("QuantizeLinear", &[input, &sx, &zx], &[], &format!("{key}_xq"));
+                // One quantised copy of an input however many layers read it
+                // (every expert's first layer reads the bottom's output).
+                let cached = quantised.borrow().get(&(input.to_owned(), name.to_owned())).cloned();
+                let (xq, zx) = match cached {
+                    Some(q) => q,
+                    None => {
+                        let sx = g.init_f32(&format!("{key}_x_scale"), &[], &[sx]);
+                        let zx = g.init_u8(&format!("{key}_x_zero"), &[], &[zx]);
+                        let xq = g.op("QuantizeLinear", &[input, &sx, &zx], &[], &format!("{key}_xq"));
+                        quantised.borrow_mut().insert((input.to_owned(), name.to_owned()), (xq.clone(), zx.clone()));
+                        (xq, zx)
+                    }
+                };
                 // One fused kernel: integer product and per-column scales
                 // (ONNX Runtime's contributed operator), with the bias too
-                // where it is one row (it takes no per-expert bias).
+                // where it is one row (it takes no per-expert bias; only the
+                // batched layout of the calibration graph has those).
                 let one = g.init_f32(&format!("{key}_one"), &[], &[1.0]);
                 let fused_bias = ws.len() == 2;
                 let y = g.op_in(
@@ -287,7 +312,7 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
                     &format!("{key}_mm"),
                 );
                 if fused_bias {
-                    return Ok(if relu { g.op("Relu", &[&y], &[], &key) } else { y });
+                    return Ok(if relu { g.op("Relu", &[&y], &[], key) } else { y });
                 }
                 y
             }
@@ -306,12 +331,72 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
             }
         };
         let add = g.op("Add", &[&mm, &b], &[], &format!("{key}_add"));
-        Ok(if relu { g.op("Relu", &[&add], &[], &key) } else { add })
+        Ok(if relu { g.op("Relu", &[&add], &[], key) } else { add })
+    };
+    let layer = |g: &mut GraphBuilder,
+                 taps: &mut Vec<(String, String)>,
+                 tap_dims: &mut Vec<Vec<Dim>>,
+                 input: &str,
+                 name: &str,
+                 relu: bool,
+                 quantise: bool|
+     -> Result<String, ExportError> {
+        let weight = get(&format!("{name}.weight"))?;
+        let bias = get(&format!("{name}.bias"))?;
+        layer_of(g, taps, tap_dims, input, (name, &name.replace('.', "_")), weight, bias, relu, quantise)
     };
     let h = layer(&mut g, &mut taps, &mut tap_dims, &x, "bottom", true, true)?;
-    let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
     let towers_in = match c.architecture {
+        // fp32: one 2-D layer chain per expert, each product with its bias
+        // and ReLU fused into one kernel by ONNX Runtime (see the module
+        // documentation, "Experts").
+        Architecture::Mmoe if !matches!(mode, Mode::Taps) => {
+            let mut outputs = Vec::with_capacity(c.experts);
+            for expert in 0..c.experts {
+                let mut z = h.clone();
+                let mut width = c.bottom;
+                for (l, &out) in c.expert_layers.iter().enumerate() {
+                    let (w, _) = get(&format!("experts.{l}.weight"))?;
+                    let (b, _) = get(&format!("experts.{l}.bias"))?;
+                    // Layer 0 is one wide matrix `[in, E * out]` (expert e's
+                    // columns e*out..); later layers are `[E, in, out]`.
+                    let (w_e, b_e): (Vec<f32>, &[f32]) = if l == 0 {
+                        let stride = c.experts * out;
+                        let w_e = (0..width).flat_map(|r| &w[r * stride + expert * out..][..out]).copied().collect();
+                        (w_e, &b[expert * out..][..out])
+                    } else {
+                        (w[expert * width * out..][..width * out].to_vec(), &b[expert * out..][..out])
+                    };
+                    let (name, key) = (format!("experts.{l}"), format!("experts_{l}_e{expert}"));
+                    z = layer_of(
+                        &mut g,
+                        &mut taps,
+                        &mut tap_dims,
+                        &z,
+                        (&name, &key),
+                        (w_e, vec![width, out]),
+                        (b_e.to_vec(), vec![out]),
+                        true,
+                        true,
+                    )?;
+                    width = out;
+                }
+                outputs.push(z);
+            }
+            let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+            let all = g.op("Concat", &refs, &[("axis", Attr::Int(1))], "experts_concat");
+            let last = *c.expert_layers.last().unwrap_or(&c.bottom) as i64;
+            let shape = g.init_i64("experts_out_shape", &[3], &[-1, e, last]);
+            let experts = g.op("Reshape", &[&all, &shape], &[], "experts_out");
+            let logits = layer(&mut g, &mut taps, &mut tap_dims, &h, "gates", false, false)?;
+            let gshape = g.init_i64("gates_shape", &[3], &[-1, t, e]);
+            let logits = g.op("Reshape", &[&logits, &gshape], &[], "gate_logits");
+            g.op_named("Softmax", &[&logits], &[("axis", Attr::Int(-1))], &[GATES_OUTPUT]);
+            let mixed = g.op("MatMul", &[GATES_OUTPUT, &experts], &[], "mixed");
+            g.op("Transpose", &[&mixed], &[("perm", Attr::Ints(vec![1, 0, 2]))], "towers_in")
+        }
         Architecture::Mmoe => {
+            let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
             let first = c.expert_layers[0] as i64;
             let shape = g.init_i64("experts_shape", &[3], &[-1, e, first]);
             let r = g.op("Reshape", &[&z, &shape], &[], "experts_split");
@@ -328,6 +413,7 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
             g.op("Transpose", &[&mixed], &[("perm", Attr::Ints(vec![1, 0, 2]))], "towers_in")
         }
         Architecture::SharedBottom => {
+            let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
             for l in 1..c.expert_layers.len() {
                 z = layer(&mut g, &mut taps, &mut tap_dims, &z, &format!("experts.{l}"), true, true)?;
             }

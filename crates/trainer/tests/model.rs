@@ -230,8 +230,21 @@ fn the_int8_graph_runs_integer_products_and_stays_close_to_fp32() {
         let proto = watchnext_onnx::graph::proto::ModelProto::decode(int8.as_slice()).expect("decodes");
         let graph = proto.graph.expect("graph");
         let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
-        let integer = ops.iter().filter(|o| **o == "MatMulIntegerToFloat").count();
-        assert_eq!(integer, 3, "{architecture:?}: bottom and both expert layers in integers: {ops:?}");
+        let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+        let mmoe = architecture == Architecture::Mmoe;
+        // MMoE: each expert's layers on their own (bias fused); a shared
+        // bottom: one chain.
+        let chains = if mmoe { config.experts } else { 1 };
+        assert_eq!(
+            count("MatMulIntegerToFloat"),
+            1 + chains * config.expert_layers.len(),
+            "{architecture:?}: bottom and every expert layer in integers: {ops:?}"
+        );
+        assert_eq!(
+            count("QuantizeLinear"),
+            2 + chains * (config.expert_layers.len() - 1),
+            "{architecture:?}: the bottom's output quantised once for every expert: {ops:?}"
+        );
         assert_eq!(
             ops.iter().filter(|o| **o == "MatMul").count(),
             2 + 2 * usize::from(architecture == Architecture::Mmoe),
@@ -240,7 +253,6 @@ fn the_int8_graph_runs_integer_products_and_stays_close_to_fp32() {
         let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
         let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(inputs, ["dense", "sparse"]);
-        let mmoe = architecture == Architecture::Mmoe;
         assert_eq!(outputs, if mmoe { vec!["predictions", "gates"] } else { vec!["predictions"] });
         assert!(proto.metadata_props.iter().any(|p| p.key == "precision" && p.value == "int8"));
 
