@@ -38,15 +38,7 @@ def main() -> int:
     sparse = np.fromfile(root / "sparse.i64", dtype="<i8").reshape(-1, width["sparse"])
     for n in sizes:
         feeds = {"dense": np.ascontiguousarray(dense[:n]), "sparse": np.ascontiguousarray(sparse[:n])}
-        for _ in range(5):
-            session.run(None, feeds)
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - t)
-        times.sort()
-        print(f"{ort.__version__} /{n}: {times[len(times) // 2] * 1e3:.3f} ms median")
+        print(f"{ort.__version__} /{n}: {median_ms(session, feeds):.3f} ms median")
     gemms_alone(root / "models" / "bench" / "model.onnx", options, max(sizes))
     return 0
 

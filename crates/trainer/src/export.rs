@@ -347,64 +347,63 @@ fn build(model: &Model, model_version: &str, mode: Mode<'_>) -> Result<Built, Ex
     };
     let h = layer(&mut g, &mut taps, &mut tap_dims, &x, "bottom", true, true)?;
     let towers_in = match c.architecture {
-        // fp32: one 2-D layer chain per expert, each product with its bias
-        // and ReLU fused into one kernel by ONNX Runtime (see the module
-        // documentation, "Experts").
-        Architecture::Mmoe if !matches!(mode, Mode::Taps) => {
-            let mut outputs = Vec::with_capacity(c.experts);
-            for expert in 0..c.experts {
-                let mut z = h.clone();
-                let mut width = c.bottom;
-                for (l, &out) in c.expert_layers.iter().enumerate() {
-                    let (w, _) = get(&format!("experts.{l}.weight"))?;
-                    let (b, _) = get(&format!("experts.{l}.bias"))?;
-                    // Layer 0 is one wide matrix `[in, E * out]` (expert e's
-                    // columns e*out..); later layers are `[E, in, out]`.
-                    let (w_e, b_e): (Vec<f32>, &[f32]) = if l == 0 {
-                        let stride = c.experts * out;
-                        let w_e = (0..width).flat_map(|r| &w[r * stride + expert * out..][..out]).copied().collect();
-                        (w_e, &b[expert * out..][..out])
-                    } else {
-                        (w[expert * width * out..][..width * out].to_vec(), &b[expert * out..][..out])
-                    };
-                    let (name, key) = (format!("experts.{l}"), format!("experts_{l}_e{expert}"));
-                    z = layer_of(
-                        &mut g,
-                        &mut taps,
-                        &mut tap_dims,
-                        &z,
-                        (&name, &key),
-                        (w_e, vec![width, out]),
-                        (b_e.to_vec(), vec![out]),
-                        true,
-                        true,
-                    )?;
-                    width = out;
-                }
-                outputs.push(z);
-            }
-            let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
-            let all = g.op("Concat", &refs, &[("axis", Attr::Int(1))], "experts_concat");
-            let last = *c.expert_layers.last().unwrap_or(&c.bottom) as i64;
-            let shape = g.init_i64("experts_out_shape", &[3], &[-1, e, last]);
-            let experts = g.op("Reshape", &[&all, &shape], &[], "experts_out");
-            let logits = layer(&mut g, &mut taps, &mut tap_dims, &h, "gates", false, false)?;
-            let gshape = g.init_i64("gates_shape", &[3], &[-1, t, e]);
-            let logits = g.op("Reshape", &[&logits, &gshape], &[], "gate_logits");
-            g.op_named("Softmax", &[&logits], &[("axis", Attr::Int(-1))], &[GATES_OUTPUT]);
-            let mixed = g.op("MatMul", &[GATES_OUTPUT, &experts], &[], "mixed");
-            g.op("Transpose", &[&mixed], &[("perm", Attr::Ints(vec![1, 0, 2]))], "towers_in")
-        }
         Architecture::Mmoe => {
-            let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
-            let first = c.expert_layers[0] as i64;
-            let shape = g.init_i64("experts_shape", &[3], &[-1, e, first]);
-            let r = g.op("Reshape", &[&z, &shape], &[], "experts_split");
-            z = g.op("Transpose", &[&r], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_major");
-            for l in 1..c.expert_layers.len() {
-                z = layer(&mut g, &mut taps, &mut tap_dims, &z, &format!("experts.{l}"), true, true)?;
-            }
-            let experts = g.op("Transpose", &[&z], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_out");
+            // `[B, E, o]`: every expert's output for every row.
+            let experts = if matches!(mode, Mode::Taps) {
+                // The trainer's layout: its layer inputs are the tensors
+                // whose ranges the INT8 graph is calibrated with.
+                let mut z = layer(&mut g, &mut taps, &mut tap_dims, &h, "experts.0", true, true)?;
+                let first = c.expert_layers[0] as i64;
+                let shape = g.init_i64("experts_shape", &[3], &[-1, e, first]);
+                let r = g.op("Reshape", &[&z, &shape], &[], "experts_split");
+                z = g.op("Transpose", &[&r], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_major");
+                for l in 1..c.expert_layers.len() {
+                    z = layer(&mut g, &mut taps, &mut tap_dims, &z, &format!("experts.{l}"), true, true)?;
+                }
+                g.op("Transpose", &[&z], &[("perm", Attr::Ints(vec![1, 0, 2]))], "experts_out")
+            } else {
+                // Serving: one 2-D layer chain per expert, each product
+                // with its bias and ReLU fused into one kernel by ONNX
+                // Runtime (see the module documentation, "Experts").
+                let mut outputs = Vec::with_capacity(c.experts);
+                for expert in 0..c.experts {
+                    let mut z = h.clone();
+                    let mut width = c.bottom;
+                    for (l, &out) in c.expert_layers.iter().enumerate() {
+                        let (w, _) = get(&format!("experts.{l}.weight"))?;
+                        let (b, _) = get(&format!("experts.{l}.bias"))?;
+                        // Layer 0 is one wide matrix `[in, E * out]` (expert e's
+                        // columns e*out..); later layers are `[E, in, out]`.
+                        let (w_e, b_e): (Vec<f32>, &[f32]) = if l == 0 {
+                            let stride = c.experts * out;
+                            let w_e =
+                                (0..width).flat_map(|r| &w[r * stride + expert * out..][..out]).copied().collect();
+                            (w_e, &b[expert * out..][..out])
+                        } else {
+                            (w[expert * width * out..][..width * out].to_vec(), &b[expert * out..][..out])
+                        };
+                        let (name, key) = (format!("experts.{l}"), format!("experts_{l}_e{expert}"));
+                        z = layer_of(
+                            &mut g,
+                            &mut taps,
+                            &mut tap_dims,
+                            &z,
+                            (&name, &key),
+                            (w_e, vec![width, out]),
+                            (b_e.to_vec(), vec![out]),
+                            true,
+                            true,
+                        )?;
+                        width = out;
+                    }
+                    outputs.push(z);
+                }
+                let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+                let all = g.op("Concat", &refs, &[("axis", Attr::Int(1))], "experts_concat");
+                let last = *c.expert_layers.last().unwrap_or(&c.bottom) as i64;
+                let shape = g.init_i64("experts_out_shape", &[3], &[-1, e, last]);
+                g.op("Reshape", &[&all, &shape], &[], "experts_out")
+            };
             let logits = layer(&mut g, &mut taps, &mut tap_dims, &h, "gates", false, false)?;
             let gshape = g.init_i64("gates_shape", &[3], &[-1, t, e]);
             let logits = g.op("Reshape", &[&logits, &gshape], &[], "gate_logits");
