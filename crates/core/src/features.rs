@@ -329,11 +329,7 @@ fn primary_topic(video: Option<&Video>) -> &str {
 impl<'s> RequestFeatures<'s> {
     pub fn new(schema: &'s FeatureSchema, catalog: &Catalog, input: &RequestInput<'_>) -> Self {
         let query = catalog.get(input.query_video);
-        let mut query_topics: Vec<u64> =
-            query.map(|q| q.topics.iter().map(|t| topic_hash(t)).collect()).unwrap_or_default();
-        let query_primary = query_topics.first().copied();
-        query_topics.sort_unstable();
-        query_topics.dedup();
+        let (query_primary, query_topics) = query.map(|q| topic_keys(&q.topics)).unwrap_or_default();
 
         let window = schema.config.history_window as usize;
         let recent = &input.history[input.history.len().saturating_sub(window)..];
