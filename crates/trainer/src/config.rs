@@ -210,6 +210,12 @@ pub struct ReplayConfig {
     pub negatives: Negatives,
     /// Negatives sampled per moment.
     pub negatives_per_moment: usize,
+    /// With `negatives = "candidates"`: how many of a moment's negatives are
+    /// drawn from its first `hard_negative_depth` candidates in fused order
+    /// (the ones a list's top is decided among); the rest stay uniform over
+    /// all the others. 0 = all uniform.
+    pub hard_negatives: usize,
+    pub hard_negative_depth: usize,
     /// Logged impressions without the server's features (imports, another
     /// policy's log) become rows too, with features computed at their time
     /// and their positions (a video shown in the list is then not a
@@ -236,6 +242,8 @@ impl Default for ReplayConfig {
             next_videos: 1,
             negatives: Negatives::Candidates,
             negatives_per_moment: 20,
+            hard_negatives: 0,
+            hard_negative_depth: 50,
             logged_impressions: false,
             max_moments: 100_000,
             max_moments_per_user: 50,
@@ -257,6 +265,15 @@ impl ReplayConfig {
                 "trainer.replay.negatives_per_moment = {}: must be within 0..=10000",
                 self.negatives_per_moment
             ));
+        }
+        if self.hard_negatives > self.negatives_per_moment {
+            return Err(format!(
+                "trainer.replay.hard_negatives = {}: must be at most negatives_per_moment ({})",
+                self.hard_negatives, self.negatives_per_moment
+            ));
+        }
+        if self.hard_negatives > 0 && self.hard_negative_depth == 0 {
+            return Err("trainer.replay.hard_negative_depth = 0: must be at least 1 when hard_negatives > 0".into());
         }
         if self.max_moments == 0 {
             return Err("trainer.replay.max_moments = 0: must be at least 1".into());

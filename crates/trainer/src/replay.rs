@@ -38,7 +38,9 @@
 //!   exactly the candidates a user goes on to watch (on MovieLens a user
 //!   rates dozens of movies in one sitting). The negatives are
 //!   `replay.negatives_per_moment` videos sampled uniformly from the moment's
-//!   other candidates (`negatives = "candidates"`, positives outside the
+//!   other candidates (`replay.hard_negatives` of them from its first
+//!   `replay.hard_negative_depth` in fused order, where a list's top is
+//!   decided; `negatives = "candidates"`, positives outside the
 //!   candidates left out: the ranker never sees them at serving) or from the
 //!   catalogue (`"random"`, every positive kept).
 //! - **Features**: the shared schema (`watchnext_core::features`) at the
@@ -78,7 +80,7 @@ use watchnext_core::{
 use watchnext_feedback::{JoinOptions, Joiner, TrainingRow};
 
 use crate::{
-    config::{Negatives, TrainerConfig},
+    config::{Negatives, ReplayConfig, TrainerConfig},
     dataset::{Builder, DatasetError, DatasetSummary, Examples, progress_bar, usable},
 };
 
@@ -280,6 +282,24 @@ fn sampled(seed: u64, i: usize, keep: f64) -> bool {
     }
     let h = stable_hash(stable_hash(watchnext_core::features::FNV_OFFSET, &seed.to_le_bytes()), &i.to_le_bytes());
     ((h >> 11) as f64 / (1u64 << 53) as f64) < keep
+}
+
+/// Which of a moment's `pool` other candidates (best fused first) become
+/// its negatives: `hard_negatives` of the first `hard_negative_depth`, then
+/// the rest of `negatives_per_moment` uniformly from the others.
+fn candidate_negatives(rng: &mut ChaCha8Rng, pool: usize, r: &ReplayConfig) -> Vec<usize> {
+    let n = r.negatives_per_moment.min(pool);
+    if r.hard_negatives == 0 {
+        return sample(rng, pool, n).into_vec();
+    }
+    let depth = r.hard_negative_depth.min(pool);
+    let hard = r.hard_negatives.min(n).min(depth);
+    let mut picked = sample(rng, depth, hard).into_vec();
+    let mut chosen = vec![false; pool];
+    picked.iter().for_each(|&k| chosen[k] = true);
+    let others: Vec<usize> = (0..pool).filter(|&k| !chosen[k]).collect();
+    picked.extend(sample(rng, others.len(), n - hard).into_iter().map(|k| others[k]));
+    picked
 }
 
 /// Per user, the log indices of their outcome events (watch, click, like,
@@ -600,8 +620,8 @@ pub fn examples(
             Negatives::Candidates => {
                 let pool: Vec<&Merged> =
                     found.merged.iter().filter(|m| !is_positive(&m.video) && !listed.contains(&&m.video)).collect();
-                let n = r.negatives_per_moment.min(pool.len());
-                for k in sample(&mut rng, pool.len(), n).into_iter() {
+                let picked = candidate_negatives(&mut rng, pool.len(), r);
+                for k in picked {
                     let m = pool[k];
                     let f = features_of(m.video.as_str(), &m.sources);
                     candidate_rows.push(row(&m.video, m.sources.clone(), f, &negative));
@@ -720,7 +740,6 @@ mod tests {
     };
 
     use super::*;
-    use crate::config::ReplayConfig;
 
     /// Proposes a fixed list per query video and records, at every call,
     /// how many events it had observed.
@@ -1022,5 +1041,39 @@ mod tests {
                 assert!(ex.position.iter().all(|&p| p == 0));
             }
         }
+    }
+
+    #[test]
+    fn hard_negatives_come_from_the_top_of_the_fused_order_and_the_rest_from_all() {
+        let r = |hard, depth| ReplayConfig {
+            negatives_per_moment: 20,
+            hard_negatives: hard,
+            hard_negative_depth: depth,
+            ..ReplayConfig::default()
+        };
+        // Without hard negatives the draw is the plain uniform sample, as before the option existed.
+        let mut a = ChaCha8Rng::seed_from_u64(3);
+        let mut b = ChaCha8Rng::seed_from_u64(3);
+        assert_eq!(candidate_negatives(&mut a, 500, &r(0, 50)), sample(&mut b, 500, 20).into_vec());
+        let mut top_share = 0usize;
+        for seed in 0..50 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let picked = candidate_negatives(&mut rng, 500, &r(10, 30));
+            assert_eq!(picked.len(), 20);
+            let mut distinct = picked.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 20, "a candidate drawn twice: {picked:?}");
+            assert!(picked.iter().all(|&k| k < 500));
+            assert!(picked[..10].iter().all(|&k| k < 30), "hard ones outside the top 30: {picked:?}");
+            top_share += picked[10..].iter().filter(|&&k| k < 30).count();
+        }
+        // The other ten are uniform over the 490 left: about 20 of 50 × 10 land in the top 30, not all.
+        assert!(top_share < 100, "the uniform part favours the top: {top_share}");
+        // A pool smaller than asked: every candidate once.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut all = candidate_negatives(&mut rng, 12, &r(10, 30));
+        all.sort_unstable();
+        assert_eq!(all, (0..12).collect::<Vec<_>>());
     }
 }
