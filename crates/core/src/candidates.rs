@@ -54,7 +54,8 @@ pub fn excluded(query: &Query) -> HashSet<&VideoId, FastHash> {
 /// A video the catalogue does not know, or whose upload time it does not
 /// know (0), is taken to exist.
 pub fn released(catalog: Option<&Catalog>, video: &VideoId, time_ms: i64) -> bool {
-    catalog.and_then(|c| c.get(video.as_str())).is_none_or(|v| v.upload_ms == 0 || v.upload_ms <= time_ms)
+    let upload_ms = catalog.and_then(|c| c.feature_keys(c.index_of(video.as_str())?)).map_or(0, |k| k.upload_ms);
+    upload_ms == 0 || upload_ms <= time_ms
 }
 
 /// Merges `lists` for a request at `time_ms` (see the module

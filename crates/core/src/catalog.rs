@@ -56,13 +56,33 @@ pub enum CatalogError {
 /// lookups, and it costs more than the rest of a lookup).
 pub type FastHash = foldhash::quality::RandomState;
 
-/// A video's topics as the ranker's features use them: the first topic's
-/// hash and every distinct topic's hash, sorted (computed once per
-/// catalogue, not once per ranked candidate).
+/// What the ranker's features read about a video, computed once per
+/// catalogue rather than once per ranked candidate, and kept in flat arrays
+/// so that a candidate's row touches a few cache lines instead of the
+/// video's strings: its duration and upload time, the hash state of its id
+/// and of its first topic for the sparse fields, the first topic's hash and
+/// every distinct topic's hash, sorted.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TopicKeys<'c> {
+pub struct FeatureKeys<'c> {
+    pub duration_seconds: f32,
+    pub upload_ms: i64,
+    /// [`crate::features::field_hash`] of the id in the `video` field.
+    pub id_hash: u64,
+    /// [`crate::features::field_hash`] of the first topic (`""` when none)
+    /// in the `topic` field.
+    pub primary_topic_hash: u64,
     pub primary: Option<u64>,
     pub sorted: &'c [u64],
+}
+
+/// The fixed-size part of [`FeatureKeys`], one per video.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Facts {
+    duration_seconds: f32,
+    upload_ms: i64,
+    id_hash: u64,
+    primary_topic_hash: u64,
+    primary: Option<u64>,
 }
 
 /// An in-memory catalogue with dense indices (`0..len`) for fast lookup.
@@ -70,9 +90,9 @@ pub struct TopicKeys<'c> {
 pub struct Catalog {
     videos: Vec<Video>,
     index: HashMap<String, u32, FastHash>,
-    /// Every video's [`TopicKeys`], flat: video `i`'s sorted hashes are
-    /// `topic_hashes[topic_starts[i]..topic_starts[i + 1]]`.
-    topic_primary: Vec<Option<u64>>,
+    /// Every video's [`FeatureKeys`], flat: video `i`'s sorted topic hashes
+    /// are `topic_hashes[topic_starts[i]..topic_starts[i + 1]]`.
+    facts: Vec<Facts>,
     topic_starts: Vec<u32>,
     topic_hashes: Vec<u64>,
 }
@@ -88,18 +108,25 @@ impl Catalog {
                 return Err(format!("video id `{}` appears twice", v.id));
             }
         }
-        let mut topic_primary = Vec::with_capacity(videos.len());
+        let mut facts = Vec::with_capacity(videos.len());
         let mut topic_starts = Vec::with_capacity(videos.len() + 1);
         let mut topic_hashes = Vec::new();
         topic_starts.push(0);
         for v in &videos {
             let (primary, sorted) = crate::features::topic_keys(&v.topics);
-            topic_primary.push(primary);
+            let (id_hash, primary_topic_hash) = crate::features::video_field_hashes(v);
+            facts.push(Facts {
+                duration_seconds: v.duration_seconds,
+                upload_ms: v.upload_ms,
+                id_hash,
+                primary_topic_hash,
+                primary,
+            });
             topic_hashes.extend(sorted);
             let end = u32::try_from(topic_hashes.len()).map_err(|_| "more than 4 billion topic entries".to_owned())?;
             topic_starts.push(end);
         }
-        Ok(Self { videos, index, topic_primary, topic_starts, topic_hashes })
+        Ok(Self { videos, index, facts, topic_starts, topic_hashes })
     }
 
     pub fn len(&self) -> usize {
@@ -123,12 +150,19 @@ impl Catalog {
         self.index_of(id).map(|i| &self.videos[i as usize])
     }
 
-    /// The topic keys of the video at dense index `i`.
-    pub fn topic_keys(&self, i: u32) -> Option<TopicKeys<'_>> {
+    /// The feature keys of the video at dense index `i`.
+    pub fn feature_keys(&self, i: u32) -> Option<FeatureKeys<'_>> {
         let i = i as usize;
-        let primary = *self.topic_primary.get(i)?;
+        let f = *self.facts.get(i)?;
         let (start, end) = (self.topic_starts[i] as usize, self.topic_starts[i + 1] as usize);
-        Some(TopicKeys { primary, sorted: &self.topic_hashes[start..end] })
+        Some(FeatureKeys {
+            duration_seconds: f.duration_seconds,
+            upload_ms: f.upload_ms,
+            id_hash: f.id_hash,
+            primary_topic_hash: f.primary_topic_hash,
+            primary: f.primary,
+            sorted: &self.topic_hashes[start..end],
+        })
     }
 
     /// Reads a JSON Lines catalogue; blank lines are skipped.
@@ -209,21 +243,30 @@ mod tests {
     }
 
     #[test]
-    fn topic_keys_hold_the_first_topic_and_the_distinct_topics_sorted() {
+    fn feature_keys_hold_the_first_topic_the_distinct_topics_sorted_and_the_field_hashes() {
         let with =
             |id: &str, topics: &[&str]| Video { topics: topics.iter().map(|t| (*t).into()).collect(), ..video(id) };
-        let catalog =
-            Catalog::new(vec![with("x", &["jazz", "blues", "jazz"]), with("y", &[]), with("z", &["blues"])]).unwrap();
-        let x = catalog.topic_keys(0).unwrap();
-        let z = catalog.topic_keys(2).unwrap();
+        let catalog = Catalog::new(vec![
+            Video { duration_seconds: 90.0, upload_ms: 1_234, ..with("x", &["jazz", "blues", "jazz"]) },
+            with("y", &[]),
+            with("z", &["blues"]),
+        ])
+        .unwrap();
+        let x = catalog.feature_keys(0).unwrap();
+        let z = catalog.feature_keys(2).unwrap();
         let (jazz, blues) = (crate::features::topic_keys(&["jazz".into()]).0, z.primary);
         assert_eq!(x.primary, jazz, "the first topic, before sorting");
         assert_eq!(x.sorted.len(), 2, "a repeated topic counts once");
         assert!(x.sorted.is_sorted() && x.sorted.contains(&blues.unwrap()) && x.sorted.contains(&jazz.unwrap()));
-        assert_eq!(catalog.topic_keys(1), Some(TopicKeys { primary: None, sorted: &[] }));
+        assert_eq!((x.duration_seconds, x.upload_ms), (90.0, 1_234));
+        assert_eq!(x.id_hash, crate::features::field_hash("video", "x"));
+        assert_eq!(x.primary_topic_hash, crate::features::field_hash("topic", "jazz"));
+        let y = catalog.feature_keys(1).unwrap();
+        assert_eq!((y.primary, y.sorted), (None, &[][..]));
+        assert_eq!(y.primary_topic_hash, crate::features::field_hash("topic", ""), "no topic hashes as the empty one");
         assert_eq!(z.sorted, [blues.unwrap()]);
-        assert_eq!(catalog.topic_keys(3), None, "past the end");
-        assert_eq!(Catalog::default().topic_keys(0), None);
+        assert_eq!(catalog.feature_keys(3), None, "past the end");
+        assert_eq!(Catalog::default().feature_keys(0), None);
     }
 
     #[test]

@@ -157,11 +157,25 @@ pub fn stable_hash(state: u64, bytes: &[u8]) -> u64 {
 /// FNV-1a 64's offset basis.
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// The bucket of `value` in field `field` (the field name salts the hash, so
+/// The hash of `value` in field `field` (the field name salts the hash, so
 /// one id lands in unrelated buckets of different tables).
+pub fn field_hash(field: &str, value: &str) -> u64 {
+    stable_hash(stable_hash(stable_hash(FNV_OFFSET, field.as_bytes()), &[0]), value.as_bytes())
+}
+
+/// The bucket of `value` in field `field`: [`field_hash`] modulo `buckets`.
 pub fn bucket(field: &str, value: &str, buckets: u32) -> i64 {
-    let h = stable_hash(stable_hash(stable_hash(FNV_OFFSET, field.as_bytes()), &[0]), value.as_bytes());
-    (h % u64::from(buckets.max(1))) as i64
+    bucket_of(field_hash(field, value), buckets)
+}
+
+fn bucket_of(hash: u64, buckets: u32) -> i64 {
+    (hash % u64::from(buckets.max(1))) as i64
+}
+
+/// The [`field_hash`]es of a catalogue video's sparse fields: its id in
+/// `video`, its first topic (`""` when it has none) in `topic`.
+pub(crate) fn video_field_hashes(video: &Video) -> (u64, u64) {
+    (field_hash("video", &video.id), field_hash("topic", primary_topic(Some(video))))
 }
 
 /// A validated schema: the layout plus the bucket counts.
@@ -312,7 +326,7 @@ fn topic_hash(topic: &str) -> u64 {
     stable_hash(FNV_OFFSET, topic.as_bytes())
 }
 
-/// `topics` as [`crate::catalog::TopicKeys`] hold them: the first topic's
+/// `topics` as [`crate::catalog::FeatureKeys`] hold them: the first topic's
 /// hash, and the distinct hashes sorted.
 pub(crate) fn topic_keys(topics: &[String]) -> (Option<u64>, Vec<u64>) {
     let mut sorted: Vec<u64> = topics.iter().map(|t| topic_hash(t)).collect();
@@ -412,11 +426,10 @@ impl<'s> RequestFeatures<'s> {
         assert_eq!(dense.len(), DENSE_LEN, "dense row width");
         assert_eq!(sparse.len(), SPARSE_LEN, "sparse row width");
         let index = catalog.index_of(video);
-        let cand = index.map(|i| &catalog.videos()[i as usize]);
+        let cand = index.and_then(|i| catalog.feature_keys(i));
         let (mut shared, mut distinct, mut affinity_max, mut affinity_sum) = (0usize, 0usize, 0.0f32, 0.0f32);
-        let keys = index.and_then(|i| catalog.topic_keys(i));
-        let cand_topics: &[u64] = keys.map_or(&[], |k| k.sorted);
-        let cand_primary = keys.and_then(|k| k.primary);
+        let cand_topics: &[u64] = cand.map_or(&[], |k| k.sorted);
+        let cand_primary = cand.and_then(|k| k.primary);
         for t in cand_topics {
             if self.query_topics.binary_search(t).is_ok() {
                 shared += 1;
@@ -483,8 +496,10 @@ impl<'s> RequestFeatures<'s> {
         count[0] = present.iter().sum::<f32>() / registry::COUNT as f32;
         let [_, videos, _, topics, _, _, _] = self.schema.sparse_buckets();
         sparse.copy_from_slice(&self.sparse);
-        sparse[1] = bucket("video", video, videos);
-        sparse[3] = bucket("topic", primary_topic(cand), topics);
+        (sparse[1], sparse[3]) = match cand {
+            Some(k) => (bucket_of(k.id_hash, videos), bucket_of(k.primary_topic_hash, topics)),
+            None => (bucket("video", video, videos), bucket("topic", "", topics)),
+        };
     }
 }
 
@@ -574,6 +589,9 @@ mod tests {
         assert_eq!(s[6], 7);
         assert_eq!(s[0], bucket("user", "u1", schema.config().user_buckets));
         assert_eq!(s[1], bucket("video", "a", schema.config().video_buckets));
+        // The catalogue's precomputed hashes give the buckets the strings give.
+        assert_eq!(s[3], bucket("topic", "music", schema.config().topic_buckets));
+        assert_eq!(s[4], bucket("topic", "music", schema.config().topic_buckets), "the query's first topic");
 
         let (d, _) = row(&req, &catalog, "h1", &[]);
         assert_eq!(d[at("cand_in_history")], 1.0);
@@ -585,6 +603,16 @@ mod tests {
         assert_eq!(d[at("cand_in_catalog")], 0.0);
         assert!(d.iter().all(|v| v.is_finite()));
         assert!(s.iter().zip(schema.sparse_buckets()).all(|(v, b)| (0..i64::from(b)).contains(v)));
+        assert_eq!(s[1], bucket("video", "not-in-catalogue", schema.config().video_buckets));
+        assert_eq!(s[3], bucket("topic", "", schema.config().topic_buckets));
+        let (_, s) = row(&req, &catalog, "b", &[]);
+        assert_eq!(
+            (s[1], s[3]),
+            (
+                bucket("video", "b", schema.config().video_buckets),
+                bucket("topic", "cooking", schema.config().topic_buckets)
+            )
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! long and free of control characters, so that they are safe to log, hash
 //! and store.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use crate::error::InvalidRequest;
 
@@ -29,14 +29,24 @@ fn check_id(field: &str, value: &str) -> Result<(), InvalidRequest> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        ///
+        /// Shared, immutable text: a clone is a reference-count increment,
+        /// not an allocation (a request copies hundreds of video ids from
+        /// the generators' indices into its candidates and answer).
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates `value` as the request field `field`.
             pub fn parse(field: &str, value: &str) -> Result<Self, InvalidRequest> {
                 check_id(field, value)?;
-                Ok(Self(value.to_owned()))
+                Ok(Self(Arc::from(value)))
+            }
+
+            /// Validates `value` as `field`, sharing its text instead of copying it.
+            pub fn parse_shared(field: &str, value: &Arc<str>) -> Result<Self, InvalidRequest> {
+                check_id(field, value)?;
+                Ok(Self(Arc::clone(value)))
             }
 
             /// The id as a string slice.
@@ -75,7 +85,7 @@ id_type!(
 impl RequestId {
     /// The client's request id, or a fresh random one when the client sent none.
     pub fn parse_or_generate(field: &str, value: &str) -> Result<Self, InvalidRequest> {
-        if value.is_empty() { Ok(Self(uuid::Uuid::new_v4().to_string())) } else { Self::parse(field, value) }
+        if value.is_empty() { Ok(Self(Arc::from(uuid::Uuid::new_v4().to_string()))) } else { Self::parse(field, value) }
     }
 }
 
@@ -95,6 +105,10 @@ mod tests {
 
         assert!(VideoId::parse("video_id", "a\nb").is_err());
         assert_eq!(VideoId::parse("video_id", "v42").unwrap().as_str(), "v42");
+        let shared: Arc<str> = Arc::from("v7");
+        let id = VideoId::parse_shared("video_id", &shared).unwrap();
+        assert!(std::ptr::eq(id.as_str(), &*shared), "parse_shared copied the text");
+        assert!(VideoId::parse_shared("video_id", &Arc::from("")).is_err());
     }
 
     #[test]

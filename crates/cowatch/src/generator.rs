@@ -710,7 +710,7 @@ impl CowatchGenerator {
             if exclude.contains(&name) || !names.insert(name.clone()) {
                 continue;
             }
-            if let Ok(video) = VideoId::parse("video_id", &name) {
+            if let Ok(video) = VideoId::parse_shared("video_id", &name) {
                 out.push(Candidate { video, score: score as f32 });
             }
         }

@@ -40,12 +40,13 @@ use std::{
     future::Future,
     panic::AssertUnwindSafe,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
-        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     time::{Duration, Instant},
 };
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 /// A queued job: runs (true) or finds its caller gone and skips (false).
 type Job = Box<dyn FnOnce() -> bool + Send + 'static>;
@@ -89,7 +90,7 @@ pub enum PoolError {
 
 /// See the module documentation.
 pub struct CpuPool {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
     threads: usize,
     queue: usize,
     /// The longest any job may expect to wait, whatever its caller allows.
@@ -114,8 +115,11 @@ impl CpuPool {
     pub fn with_max_wait(threads: usize, queue: usize, max_wait: Duration) -> Arc<Self> {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(2, |n| n.get()) } else { threads };
         let queue = queue.max(1);
-        let (jobs, receiver) = sync_channel::<Job>(queue);
-        let receiver = Arc::new(Mutex::new(receiver));
+        // A multi-consumer queue: every idle worker waits on it directly and
+        // a job wakes one of them (a mutex around a single-consumer
+        // receiver cost a second wake-up per job: the next worker taking
+        // the lock).
+        let (jobs, receiver) = bounded::<Job>(queue);
         let load = Arc::new(Load::default());
         for i in 0..threads {
             let (receiver, load) = (receiver.clone(), load.clone());
@@ -231,11 +235,9 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn work(receiver: &Mutex<Receiver<Job>>, load: &Load) {
+fn work(receiver: &Receiver<Job>, load: &Load) {
     loop {
-        // The lock is held only while taking the next job.
-        let next = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-        let Ok(job) = next else { return };
+        let Ok(job) = receiver.recv() else { return };
         load.queued.fetch_sub(1, Relaxed);
         let started = Instant::now();
         if job() {

@@ -40,7 +40,7 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 use watchnext_core::{
     candidates,
-    catalog::Catalog,
+    catalog::{Catalog, FastHash},
     event::{Event, EventKind, FeatureVector, Impression, Source, Vote, source_name},
     generator::Generated,
     history::RecentWatches,
@@ -552,7 +552,7 @@ impl Recommender {
         let Some(catalog) = catalog.as_ref().filter(|_| cap > 0) else {
             return (0..ordered.len().min(n)).collect();
         };
-        let mut per_topic: HashMap<&str, usize> = HashMap::new();
+        let mut per_topic: HashMap<&str, usize, FastHash> = HashMap::default();
         let (mut taken, mut skipped) = (Vec::with_capacity(n), Vec::new());
         for (i, v) in ordered.iter().enumerate() {
             if taken.len() == n {
