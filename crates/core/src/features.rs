@@ -31,7 +31,10 @@
 //! # Cost
 //! [`RequestFeatures::new`] does the per-request work once (the user's topic
 //! profile from the history, the query video, the clock); each candidate is
-//! then a catalogue lookup, a few topic comparisons and 8 hashes.
+//! then a catalogue lookup, a read of the video's flat feature keys
+//! ([`crate::catalog::FeatureKeys`]: its field hashes and topic hashes,
+//! computed once per catalogue) and a few topic comparisons; only a video
+//! the catalogue does not know has its id hashed per row.
 
 use std::collections::BTreeMap;
 
